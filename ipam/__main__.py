@@ -1,0 +1,5 @@
+"""``python -m ipam`` is the ``ipam`` command."""
+
+from ipam.cli import main
+
+main()

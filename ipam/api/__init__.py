@@ -1,0 +1,1 @@
+"""HTTP transports: thin routes that parse, call one service, and format."""

@@ -1,0 +1,22 @@
+"""Liveness (the process answers) and readiness (database, schema, caches)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ipam.api.responses import OrjsonResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> OrjsonResponse:
+    checks = await request.app.state.runtime.health_checks()
+    ok = all(c["ok"] for c in checks.values())
+    return OrjsonResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                          status_code=200 if ok else 503)

@@ -1,0 +1,148 @@
+"""The ``ipam`` command: run the service, migrate, and manage pools."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from ipam import __version__
+from ipam.errors import IpamError
+from ipam.settings import get_settings
+
+app = typer.Typer(help="Fixed-IP manager for Kubernetes (galaxy-ipam compatible).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+pools_app = typer.Typer(help="Pool configuration (galaxy's floatingips format).",
+                        no_args_is_help=True)
+app.add_typer(pools_app, name="pools")
+err = Console(stderr=True)
+
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_CONFLICT = 3
+EXIT_UNAVAILABLE = 4
+
+
+def _fail(exc: IpamError) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+    code = {422: EXIT_INVALID, 400: EXIT_INVALID, 409: EXIT_CONFLICT, 503: EXIT_UNAVAILABLE}
+    return typer.Exit(code.get(exc.status, EXIT_ERROR))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (IPAM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (IPAM_PORT).")] = None,
+) -> None:
+    """Run the service (embedded PostgreSQL when IPAM_DATABASE_URL is unset)."""
+    import uvicorn
+
+    from ipam.app import create_app
+
+    settings = get_settings()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; make that a normal exit so atexit
+    # hooks (stopping an embedded PostgreSQL) run and the exit code is 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+
+
+@app.command("migrate")
+def migrate_cmd() -> None:
+    """Apply database migrations up to head."""
+    from ipam.app import database_url
+    from ipam.storage.database import Database, head_revision, migrate
+
+    async def run() -> None:
+        db = Database(database_url(get_settings()))
+        try:
+            await migrate(db)
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(run())
+    except IpamError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"database at revision {head_revision()}")
+
+
+@pools_app.command("import")
+def pools_import(
+    file: Annotated[Path, typer.Argument(help="JSON list or the floatingip-config ConfigMap "
+                                              "YAML; - for stdin.", allow_dash=True)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the diff only.")] = False,
+) -> None:
+    """Load a galaxy floatingips config (idempotent; refuses to drop addresses in use)."""
+    from ipam.app import start_runtime
+    from ipam.engine.pool_config import load_document, parse_pool_config
+    from ipam.services.allocation import Actor
+
+    text = sys.stdin.read() if str(file) == "-" else _read(file)
+
+    async def run() -> dict[str, object]:
+        config = parse_pool_config(load_document(text))
+        runtime = await start_runtime(get_settings())
+        try:
+            diff = await runtime.pools.apply(config, actor=Actor("cli:pools-import"),
+                                             dry_run=dry_run)
+        finally:
+            await runtime.db.dispose()
+        return diff.to_dict()
+
+    try:
+        result = asyncio.run(run())
+    except IpamError as exc:
+        raise _fail(exc) from None
+    typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+@pools_app.command("list")
+def pools_list() -> None:
+    """List pools with their ranges."""
+    from ipam.app import start_runtime
+
+    async def run() -> list[dict[str, object]]:
+        runtime = await start_runtime(get_settings())
+        try:
+            pools = await runtime.pools.current()
+        finally:
+            await runtime.db.dispose()
+        return [{"name": p.name, "subnet": str(p.subnet), "vlan": p.vlan,
+                 "gateway": str(p.gateway) if p.gateway else None,
+                 "node_subnets": [str(n) for n in p.node_subnets],
+                 "ips": [str(r) for r in p.ranges], "size": p.size} for p in pools]
+
+    try:
+        result = asyncio.run(run())
+    except IpamError as exc:
+        raise _fail(exc) from None
+    typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+
+
+def _read(path: Path) -> str:
+    try:
+        if path.stat().st_size > 16 * 1024 * 1024:
+            raise typer.BadParameter(f"{path} is larger than 16 MiB; not a pool config")
+        return path.read_text()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+def main() -> None:
+    app()

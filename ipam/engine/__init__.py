@@ -1,0 +1,1 @@
+"""Pure allocation rules: no I/O, no database, no Kubernetes client; stdlib ``ipaddress`` only."""

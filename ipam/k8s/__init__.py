@@ -1,0 +1,1 @@
+"""Kubernetes side: the only package that imports the ``kubernetes`` client."""

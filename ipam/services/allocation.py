@@ -1,0 +1,256 @@
+"""Reserve and release addresses for pods, honouring owners and release policies.
+
+Every call is one transaction: the address rows and their audit rows commit together or not
+at all. Idempotent by pod UID: a second call for a pod that already holds addresses returns
+them and writes nothing, so a retried scheduler bind allocates nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from ipam.engine.galaxy_args import ArgsError, requested_ranges
+from ipam.engine.ip_ranges import IpRange, walk
+from ipam.engine.pod import PodFacts
+from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, kept_ttl_seconds, owner_of
+from ipam.errors import Conflict, InvalidInput, NotFound, PoolExhausted
+from ipam.storage.database import Database, Store
+from ipam.storage.records import AddressRecord, AuditEntry, Holder, PoolRecord
+
+#: Rows created per materialisation step; small enough to stay cheap, large enough to be rare.
+MATERIALIZE_CHUNK = 256
+#: How often a pool whose free rows are all locked by others is looked at again.
+LOCKED_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks, for the audit trail (``scheduler``, ``reconciler``, ``operator:<token>``)."""
+
+    name: str
+    request_id: str | None = None
+
+
+UsageListener = Callable[[AddressRecord | None, AddressRecord | None], None]
+
+
+def _audit(actor: Actor, action: str, before: AddressRecord | None,
+           after: AddressRecord | None, reason: str | None = None) -> AuditEntry:
+    row = after or before
+    assert row is not None
+    subject = after if after is not None and after.pod_uid else before
+    return AuditEntry(
+        actor=actor.name, action=action, address=row.address, pool=row.pool,
+        owner_key=(after.owner_key if after is not None and after.owner_key else
+                   before.owner_key if before is not None else None),
+        pod_namespace=subject.pod_namespace if subject else None,
+        pod_name=subject.pod_name if subject else None,
+        pod_uid=subject.pod_uid if subject else None,
+        before=before.snapshot() if before is not None else None,
+        after=after.snapshot() if after is not None else None,
+        reason=reason, request_id=actor.request_id,
+    )
+
+
+class Allocator:
+    """The one place addresses change hands."""
+
+    def __init__(self, db: Database, *, chunk: int = MATERIALIZE_CHUNK) -> None:
+        self.db = db
+        self.chunk = chunk
+        self.listeners: list[UsageListener] = []
+
+    def _notify(self, before: AddressRecord | None, after: AddressRecord | None) -> None:
+        for listener in self.listeners:
+            listener(before, after)
+
+    # -- allocation ---------------------------------------------------------------------
+    async def allocate(self, pod: PodFacts, pools: Sequence[PoolRecord], *, node: str | None,
+                       actor: Actor) -> list[AddressRecord]:
+        """Addresses for ``pod`` from ``pools`` (routable from its node, preferred first)."""
+        try:
+            groups = requested_ranges(pod)
+        except ArgsError as exc:
+            raise InvalidInput(str(exc), pod=pod.key) from None
+        changes: list[tuple[AddressRecord | None, AddressRecord]] = []
+        async with self.db.transaction() as store:
+            await store.locks.config_shared()
+            existing = await store.addresses.by_pod_uid(pod.uid)
+            if existing:
+                return existing
+            owner = owner_of(pod)
+            policy = ReleasePolicy.of(pod)
+            holder = Holder(
+                state="allocated", owner_key=owner.key, policy=policy.value,
+                pod_namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid, node=node,
+                kept_ttl_seconds=kept_ttl_seconds(pod),
+            )
+            if not pools:
+                raise PoolExhausted(f"no pool routes node {node}", pod=pod.key, node=node)
+            if groups:
+                for slot, group in enumerate(groups):
+                    changes.append(await self._take_requested(
+                        store, pod, owner, group, pools, replace(holder, slot=slot), slot))
+            else:
+                changes.append(await self._take_one(store, pod, owner, pools, holder))
+            await store.audit.record(*(
+                _audit(actor, "reuse" if before is not None else "allocate", before, after)
+                for before, after in changes))
+        for before, after in changes:
+            self._notify(before, after)
+        return [after for _, after in changes]
+
+    async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
+                        pools: Sequence[PoolRecord], holder: Holder
+                        ) -> tuple[AddressRecord | None, AddressRecord]:
+        pool_ids = [p.id for p in pools]
+        if owner.kind is not OwnerKind.POD:
+            held = await store.addresses.by_owner(owner.key)
+            if owner.keeps_per_pod:
+                busy = [r for r in held if r.state == "allocated" and r.pod_uid != pod.uid]
+                if busy:
+                    raise Conflict(
+                        f"{busy[0].address} of {owner.key} is still held by pod "
+                        f"{busy[0].pod_namespace}/{busy[0].pod_name} (uid {busy[0].pod_uid}); "
+                        "it is handed over once that pod's deletion is processed",
+                        owner=owner.key, address=str(busy[0].address))
+            kept = await store.addresses.kept_for_owner(owner.key, pool_ids)
+            if kept is not None:
+                return kept, await store.addresses.change(kept.id, holder)
+            if owner.keeps_per_pod and any(r.state == "kept" for r in held):
+                where = ", ".join(str(r.address) for r in held if r.state == "kept")
+                raise Conflict(
+                    f"{owner.key} keeps {where}, which no pool routable from node "
+                    f"{holder.node} contains", owner=owner.key)
+        for pool in pools:
+            record = await self._take_fresh(store, pool, holder)
+            if record is not None:
+                return None, record
+        names = ", ".join(p.name for p in pools)
+        raise PoolExhausted(f"pool {names} exhausted" if len(pools) == 1 else
+                            f"pools {names} exhausted", pod=pod.key, pools=[p.name for p in pools])
+
+    async def _take_fresh(self, store: Store, pool: PoolRecord, holder: Holder
+                          ) -> AddressRecord | None:
+        locked_retries = 0
+        while True:
+            record = await store.addresses.take_free(pool.id, holder)
+            if record is not None:
+                return record
+            exists, high_water = await store.pools.lock_high_water(pool.id)
+            if not exists:
+                return None
+            record = await store.addresses.take_free(pool.id, holder)
+            if record is not None:
+                return record
+            after = int(high_water) if high_water is not None else None
+            chunk = walk(pool.ranges, after, self.chunk)
+            if chunk:
+                version = pool.family
+                addrs = [IpRange(a, a, version).first_address for a in chunk]
+                await store.addresses.materialize(pool.id, addrs)
+                await store.pools.set_high_water(pool.id, addrs[-1])
+                continue
+            # Fully materialised: free rows may exist but be locked by other allocators.
+            if locked_retries >= LOCKED_RETRIES or not await store.addresses.has_free(pool.id):
+                return None
+            locked_retries += 1
+            await asyncio.sleep(0.002 * locked_retries)
+
+    async def _take_requested(self, store: Store, pod: PodFacts, owner: Owner,
+                              group: Sequence[IpRange], pools: Sequence[PoolRecord],
+                              holder: Holder, slot: int
+                              ) -> tuple[AddressRecord | None, AddressRecord]:
+        """One address from any range of ``group``; kept ones of the owner first."""
+        placed: list[tuple[IpRange, PoolRecord]] = []
+        for rng in group:
+            pool = next((p for p in pools if any(_covers(r, rng) for r in p.ranges)), None)
+            if pool is not None:
+                placed.append((rng, pool))
+        if not placed:
+            raise PoolExhausted(
+                f"request_ip_range[{slot}] ({', '.join(map(str, group))}) is in no pool "
+                f"routable from node {holder.node}", pod=pod.key, slot=slot)
+        if owner.kind is not OwnerKind.POD:
+            for rec in await store.addresses.by_owner(owner.key):
+                if rec.state == "kept" and any(rec.address in rng for rng, _ in placed):
+                    locked = await store.addresses.by_address(rec.address, lock=True)
+                    if locked is not None and locked.state == "kept":
+                        return locked, await store.addresses.change(locked.id, holder)
+        for rng, pool in placed:
+            cursor: int | None = None
+            while True:
+                record = await store.addresses.take_free_in_range(
+                    pool.id, rng.first_address, rng.last_address, holder)
+                if record is not None:
+                    return None, record
+                chunk = walk([rng], cursor, self.chunk)
+                if not chunk:
+                    break
+                cursor = chunk[-1]
+                await store.addresses.materialize(
+                    pool.id, [IpRange(a, a, rng.version).first_address for a in chunk])
+        raise PoolExhausted(
+            f"no free address in request_ip_range[{slot}] ({', '.join(map(str, group))})",
+            pod=pod.key, slot=slot)
+
+    # -- release ------------------------------------------------------------------------
+    async def release_pod(self, uid: str, *, keep: bool, actor: Actor, reason: str
+                          ) -> list[AddressRecord]:
+        """Free (or keep for the owner) every address of the pod with this UID."""
+        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        async with self.db.transaction() as store:
+            for row in await store.addresses.by_pod_uid(uid, lock=True):
+                if keep:
+                    after = await store.addresses.change(row.id, Holder(
+                        state="kept", owner_key=row.owner_key or f"pod/{row.pod_namespace}/"
+                        f"{row.pod_name}", policy=row.policy, pod_namespace=row.pod_namespace,
+                        pod_name=row.pod_name, slot=row.slot,
+                        kept_ttl_seconds=row.kept_ttl_seconds))
+                else:
+                    after = await store.addresses.free(row.id)
+                changes.append((row, after))
+            await store.audit.record(*(
+                _audit(actor, "keep" if keep else "release", before, after, reason)
+                for before, after in changes))
+        for before, after in changes:
+            self._notify(before, after)
+        return [after for _, after in changes]
+
+    async def release_owner(self, owner_key: str, *, actor: Actor, reason: str,
+                            only_kept: bool = True) -> list[AddressRecord]:
+        """Free an owner's addresses (kept ones only, unless told otherwise)."""
+        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        async with self.db.transaction() as store:
+            for row in await store.addresses.by_owner(owner_key):
+                if only_kept and row.state != "kept":
+                    continue
+                locked = await store.addresses.by_address(row.address, lock=True)
+                if locked is None or locked.owner_key != owner_key:
+                    continue
+                if only_kept and locked.state != "kept":
+                    continue
+                changes.append((locked, await store.addresses.free(locked.id)))
+            await store.audit.record(*(
+                _audit(actor, "release", before, after, reason) for before, after in changes))
+        for before, after in changes:
+            self._notify(before, after)
+        return [after for _, after in changes]
+
+    async def pod_addresses(self, uid: str) -> list[AddressRecord]:
+        async with self.db.transaction() as store:
+            return await store.addresses.by_pod_uid(uid)
+
+    async def addresses_of_pod(self, namespace: str, name: str) -> list[AddressRecord]:
+        async with self.db.transaction() as store:
+            rows = await store.addresses.by_pod(namespace, name)
+        if not rows:
+            raise NotFound(f"pod {namespace}/{name} holds no address")
+        return rows
+
+
+def _covers(outer: IpRange, inner: IpRange) -> bool:
+    return (outer.version == inner.version
+            and outer.first <= inner.first and inner.last <= outer.last)

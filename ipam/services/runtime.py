@@ -1,0 +1,50 @@
+"""The long-lived objects of one process, built once by ``ipam.app`` and shared by transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipam.services.allocation import Allocator
+from ipam.services.pool_config import PoolConfigService
+from ipam.settings import Settings
+from ipam.storage.database import Database, head_revision
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Named conditions that must all hold before the service takes traffic."""
+
+    conditions: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+    def set(self, name: str, ok: bool, detail: str = "") -> None:
+        self.conditions[name] = (ok, detail)
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    allocator: Allocator
+    pools: PoolConfigService
+    readiness: Readiness = field(default_factory=Readiness)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database) -> Runtime:
+        return cls(settings=settings, db=db, allocator=Allocator(db), pools=PoolConfigService(db))
+
+    async def health_checks(self) -> dict[str, dict[str, Any]]:
+        checks: dict[str, dict[str, Any]] = {}
+        reachable = await self.db.ping()
+        checks["database"] = {"ok": reachable, "detail": "" if reachable else "unreachable"}
+        if reachable:
+            try:
+                current, head = await self.db.schema_revision(), head_revision()
+                checks["migrations"] = {"ok": current == head,
+                                        "detail": f"at {current}, head {head}"}
+            except Exception as exc:
+                checks["migrations"] = {"ok": False, "detail": type(exc).__name__}
+        for name, (ok, detail) in self.readiness.conditions.items():
+            checks[name] = {"ok": ok, "detail": detail}
+        return checks

@@ -1,0 +1,78 @@
+"""Runtime configuration, read once from ``IPAM_*`` environment variables.
+
+Nested groups use ``__`` (``IPAM_RECONCILER__INTERVAL_SECONDS=30``). Tests build ``Settings``
+directly instead of mutating the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ReconcilerSettings(BaseModel):
+    """How often and how patiently leaked addresses are freed."""
+
+    interval_seconds: float = Field(30.0, gt=0)
+    #: A pod missing from the API server for this long is considered gone for good.
+    grace_seconds: float = Field(60.0, ge=0)
+    #: An address reserved at bind time whose pod is still unbound after this long is freed.
+    unbound_grace_seconds: float = Field(120.0, ge=0)
+
+
+class WatchSettings(BaseModel):
+    """Backoff schedule for list+watch loops, in seconds; the last step repeats."""
+
+    backoff_seconds: list[float] = Field(default_factory=lambda: [0.5, 1, 2, 5, 10, 30])
+    timeout_seconds: int = Field(300, gt=0)
+
+
+class LeaderSettings(BaseModel):
+    """Which replica runs the controllers (one at a time)."""
+
+    enabled: bool = True
+    lease_name: str = "ipam-controller"
+    lease_namespace: str = "kube-system"
+    lease_seconds: float = Field(15.0, gt=0)
+    renew_seconds: float = Field(5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IPAM_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    #: ``postgresql+asyncpg://user:pass@host/db``; empty = start an embedded PostgreSQL.
+    database_url: SecretStr | None = None
+    database_pool_size: int = Field(10, ge=1)
+    database_max_overflow: int = Field(10, ge=0)
+    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
+    #: 9040 is the port in galaxy's scheduler policy (urlPrefix http://<svc>:9040/v1).
+    port: int = Field(9040, ge=1, le=65535)
+    #: Pool config applied at start: galaxy's floatingips JSON list or the whole ConfigMap YAML.
+    pools_file: Path | None = None
+    #: Where the embedded PostgreSQL keeps its data.
+    data_dir: Path = Path("~/.local/share/ipam").expanduser()
+    #: Largest request body accepted, in bytes (a 5,000-node full-object filter is ~20 MB).
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    log_level: str = "INFO"
+    #: Kubernetes: in-cluster config when empty, else this kubeconfig file.
+    kubeconfig: Path | None = None
+    #: Disable the watchers/controllers (extender-only mode, and most API tests).
+    controllers_enabled: bool = True
+    #: How long a filter promise holds a pool's address before bind must come.
+    promise_ttl_seconds: float = Field(30.0, gt=0)
+    reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    leader: LeaderSettings = Field(default_factory=LeaderSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; ``get_settings.cache_clear()`` lets tests start over."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""PostgreSQL: tables, repositories (all SQL lives here), the unit of work and locks."""

@@ -1,0 +1,238 @@
+"""All SQL on ``addresses``. Allocation is one UPDATE over ``FOR UPDATE SKIP LOCKED``.
+
+The free-row lookup walks the partial index ``ix_addresses_free (pool_id, address)`` in
+order, so concurrent allocators skip each other's locked rows instead of queueing, and the
+lowest free address goes first. Callers must treat "no row" as "retry or materialise", never
+as exhaustion by itself (see TRAPS.md: SKIP LOCKED can return nothing under contention).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ipam.engine.ip_ranges import IPAddress
+from ipam.storage.records import AddressRecord, Holder
+
+_COLUMNS = """
+    a.id, a.pool_id, p.name AS pool, a.address, masklen(p.subnet) AS prefix_length,
+    p.gateway, p.vlan, a.state, a.owner_key, a.policy, a.pod_namespace, a.pod_name, a.pod_uid,
+    a.node, a.slot, a.kept_ttl_seconds, a.note, a.allocated_at, a.kept_since, a.updated_at
+"""
+
+_HOLDER_SET = """
+    state = :state, owner_key = :owner_key, policy = :policy, pod_namespace = :pod_namespace,
+    pod_name = :pod_name, pod_uid = :pod_uid, node = :node, slot = :slot,
+    kept_ttl_seconds = :kept_ttl_seconds, note = :note,
+    allocated_at = CASE WHEN :state = 'allocated' THEN now() ELSE a.allocated_at END,
+    kept_since = CASE WHEN :state = 'kept' THEN now() ELSE NULL END,
+    updated_at = now()
+"""
+
+_TAKE_FREE = text(f"""
+    UPDATE addresses a SET {_HOLDER_SET}
+    FROM pools p
+    WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = (
+        SELECT id FROM addresses
+        WHERE pool_id = :pool_id AND state = 'free'
+        ORDER BY address
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {_COLUMNS}
+""")
+
+_TAKE_FREE_IN_RANGE = text(f"""
+    UPDATE addresses a SET {_HOLDER_SET}
+    FROM pools p
+    WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = (
+        SELECT id FROM addresses
+        WHERE pool_id = :pool_id AND state = 'free'
+          AND address BETWEEN CAST(:first AS inet) AND CAST(:last AS inet)
+        ORDER BY address
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {_COLUMNS}
+""")
+
+_CHANGE = text(f"""
+    UPDATE addresses a SET {_HOLDER_SET}
+    FROM pools p
+    WHERE p.id = a.pool_id AND a.id = :id
+    RETURNING {_COLUMNS}
+""")
+
+_FREE = text(f"""
+    UPDATE addresses a SET state = 'free', owner_key = NULL, policy = NULL,
+        pod_namespace = NULL, pod_name = NULL, pod_uid = NULL, node = NULL, slot = 0,
+        kept_ttl_seconds = NULL, note = NULL, kept_since = NULL, updated_at = now()
+    FROM pools p
+    WHERE p.id = a.pool_id AND a.id = :id
+    RETURNING {_COLUMNS}
+""")
+
+
+def _holder_params(holder: Holder) -> dict[str, Any]:
+    return {
+        "state": holder.state,
+        "owner_key": holder.owner_key,
+        "policy": holder.policy,
+        "pod_namespace": holder.pod_namespace,
+        "pod_name": holder.pod_name,
+        "pod_uid": holder.pod_uid,
+        "node": holder.node,
+        "slot": holder.slot,
+        "kept_ttl_seconds": holder.kept_ttl_seconds,
+        "note": holder.note,
+    }
+
+
+def _address(value: Any) -> IPAddress:
+    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return value.ip
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    return ipaddress.ip_address(str(value).split("/")[0])
+
+
+def to_record(row: Row[Any]) -> AddressRecord:
+    m = row._mapping
+    gateway = m["gateway"]
+    return AddressRecord(
+        id=m["id"], pool_id=m["pool_id"], pool=m["pool"], address=_address(m["address"]),
+        prefix_length=m["prefix_length"],
+        gateway=_address(gateway) if gateway is not None else None,
+        vlan=m["vlan"], state=m["state"], owner_key=m["owner_key"], policy=m["policy"],
+        pod_namespace=m["pod_namespace"], pod_name=m["pod_name"], pod_uid=m["pod_uid"],
+        node=m["node"], slot=m["slot"], kept_ttl_seconds=m["kept_ttl_seconds"], note=m["note"],
+        allocated_at=m["allocated_at"], kept_since=m["kept_since"], updated_at=m["updated_at"],
+    )
+
+
+class AddressRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _one(self, stmt: Any, params: dict[str, Any]) -> AddressRecord | None:
+        row = (await self.conn.execute(stmt, params)).first()
+        return to_record(row) if row is not None else None
+
+    async def _many(self, sql: str, params: dict[str, Any]) -> list[AddressRecord]:
+        result = await self.conn.execute(text(sql), params)
+        return [to_record(r) for r in result]
+
+    # -- reads ---------------------------------------------------------------------------
+    async def by_pod_uid(self, uid: str, *, lock: bool = False) -> list[AddressRecord]:
+        suffix = " FOR UPDATE OF a" if lock else ""
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            f"WHERE a.pod_uid = :uid ORDER BY a.slot{suffix}", {"uid": uid})
+
+    async def by_pod(self, namespace: str, name: str) -> list[AddressRecord]:
+        """Addresses a live pod holds (not the ones kept from a previous pod of that name)."""
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.pod_namespace = :ns AND a.pod_name = :name AND a.state = 'allocated' "
+            "ORDER BY a.slot", {"ns": namespace, "name": name})
+
+    async def by_owner(self, owner_key: str, *, prefix: bool = False) -> list[AddressRecord]:
+        cond = "a.owner_key LIKE :k" if prefix else "a.owner_key = :k"
+        key = owner_key.replace("%", r"\%").replace("_", r"\_") + "%" if prefix else owner_key
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            f"WHERE {cond} ORDER BY a.address", {"k": key})
+
+    async def by_address(self, address: IPAddress, *, lock: bool = False
+                         ) -> AddressRecord | None:
+        suffix = " FOR UPDATE OF a" if lock else ""
+        return await self._one(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            f"WHERE a.address = CAST(:addr AS inet){suffix}"), {"addr": str(address)})
+
+    async def kept_for_owner(self, owner_key: str, pool_ids: Sequence[int]
+                             ) -> AddressRecord | None:
+        """Lock one kept address of the owner in the given pools, lowest first."""
+        return await self._one(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.owner_key = :k AND a.state = 'kept' AND a.pool_id = ANY(:pools) "
+            "ORDER BY p.position, a.address LIMIT 1 FOR UPDATE OF a SKIP LOCKED"),
+            {"k": owner_key, "pools": list(pool_ids)})
+
+    async def taken_counts(self) -> dict[int, dict[str, int]]:
+        """Per pool, how many rows are allocated/kept/reserved (free rows are not counted)."""
+        result = await self.conn.execute(text(
+            "SELECT pool_id, state, count(*) FROM addresses WHERE state <> 'free' "
+            "GROUP BY pool_id, state"))
+        out: dict[int, dict[str, int]] = {}
+        for pool_id, state, n in result:
+            out.setdefault(pool_id, {})[state] = n
+        return out
+
+    async def has_free(self, pool_id: int) -> bool:
+        """Any committed free row, locked or not (SKIP LOCKED alone cannot tell)."""
+        found = await self.conn.scalar(text(
+            "SELECT EXISTS (SELECT 1 FROM addresses WHERE pool_id = :p AND state = 'free')"),
+            {"p": pool_id})
+        return bool(found)
+
+    async def in_range_taken(self, pool_id: int, first: IPAddress, last: IPAddress) -> list[int]:
+        result = await self.conn.execute(text(
+            "SELECT address FROM addresses WHERE pool_id = :p AND state <> 'free' "
+            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) ORDER BY address"),
+            {"p": pool_id, "f": str(first), "l": str(last)})
+        return [int(_address(r[0])) for r in result]
+
+    # -- writes --------------------------------------------------------------------------
+    async def take_free(self, pool_id: int, holder: Holder) -> AddressRecord | None:
+        return await self._one(_TAKE_FREE, {"pool_id": pool_id, **_holder_params(holder)})
+
+    async def take_free_in_range(self, pool_id: int, first: IPAddress, last: IPAddress,
+                                 holder: Holder) -> AddressRecord | None:
+        return await self._one(_TAKE_FREE_IN_RANGE, {
+            "pool_id": pool_id, "first": str(first), "last": str(last),
+            **_holder_params(holder)})
+
+    async def change(self, row_id: int, holder: Holder) -> AddressRecord:
+        record = await self._one(_CHANGE, {"id": row_id, **_holder_params(holder)})
+        assert record is not None, f"address row {row_id} vanished inside its transaction"
+        return record
+
+    async def free(self, row_id: int) -> AddressRecord:
+        record = await self._one(_FREE, {"id": row_id})
+        assert record is not None, f"address row {row_id} vanished inside its transaction"
+        return record
+
+    async def materialize(self, pool_id: int, values: Iterable[IPAddress]) -> int:
+        """Insert free rows for these addresses; existing ones are left as they are."""
+        addrs = [str(v) for v in values]
+        if not addrs:
+            return 0
+        result = await self.conn.execute(text(
+            "INSERT INTO addresses (pool_id, address) "
+            "SELECT :p, unnest(CAST(:addrs AS inet[])) ON CONFLICT (address) DO NOTHING"),
+            {"p": pool_id, "addrs": addrs})
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def move_to_pool(self, from_pool: int, to_pool: int, first: IPAddress,
+                           last: IPAddress) -> None:
+        await self.conn.execute(text(
+            "UPDATE addresses SET pool_id = :to WHERE pool_id = :src "
+            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)"),
+            {"to": to_pool, "src": from_pool, "f": str(first), "l": str(last)})
+
+    async def rows_of_pool(self, pool_id: int) -> list[AddressRecord]:
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.pool_id = :p ORDER BY a.address", {"p": pool_id})
+
+    async def delete_free(self, row_ids: Sequence[int]) -> None:
+        if row_ids:
+            await self.conn.execute(text(
+                "DELETE FROM addresses WHERE id = ANY(:ids) AND state = 'free'"),
+                {"ids": list(row_ids)})

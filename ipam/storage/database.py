@@ -1,0 +1,137 @@
+"""Connections, the unit of work, and schema migration.
+
+A use case runs inside ``async with db.transaction() as store:``; the block commits when it
+ends cleanly and rolls back when it raises, so repositories and services never commit.
+Connection failures surface as ``Unavailable`` (503 / extender Error), never as a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ipam.errors import Unavailable
+from ipam.storage.address_repository import AddressRepository
+from ipam.storage.audit_repository import AuditRepository
+from ipam.storage.locks import Locks
+from ipam.storage.pool_repository import PoolRepository
+
+
+@dataclass(slots=True)
+class Store:
+    """The repositories of one transaction."""
+
+    conn: AsyncConnection
+    addresses: AddressRepository
+    pools: PoolRepository
+    audit: AuditRepository
+    locks: Locks
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError)
+
+
+class Database:
+    """One engine (connection pool) per process; ``transaction()`` per use case."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10,
+                 echo: bool = False) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            pool_timeout=10,
+            echo=echo,
+            connect_args={"timeout": 5, "command_timeout": 30},
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        try:
+            async with self.engine.begin() as conn:
+                yield Store(conn, AddressRepository(conn), PoolRepository(conn),
+                            AuditRepository(conn), Locks(conn))
+        except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        except DBAPIError as exc:
+            if _is_connection_error(exc):
+                raise Unavailable("database connection lost") from exc
+            raise
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def schema_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+            if not exists:
+                return None
+            value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            return str(value) if value is not None else None
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _alembic_config(connection: object | None = None) -> object:
+    from alembic.config import Config
+
+    location = Path(str(resources.files("ipam.migrations")))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(location))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_alembic_config())  # type: ignore[arg-type]
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+async def migrate(db: Database, revision: str = "head", *, down: bool = False) -> None:
+    """Apply migrations up to ``revision`` (or back to it with ``down``).
+
+    Safe to run on every start and from many replicas at once: one migrates, the others wait
+    on the advisory lock and then find nothing to do.
+    """
+    from alembic import command
+
+    def _upgrade(sync_conn: object) -> None:
+        step = command.downgrade if down else command.upgrade
+        step(_alembic_config(sync_conn), revision)  # type: ignore[arg-type]
+
+    async with db.engine.connect() as conn:
+        # One migrator at a time when several replicas start together.
+        await conn.execute(text("SELECT pg_advisory_lock(hashtext('ipam.migrate'))"))
+        try:
+            await conn.run_sync(_upgrade)
+            await conn.commit()
+        finally:
+            await conn.rollback()  # a failed migration leaves the transaction aborted
+            await conn.execute(text("SELECT pg_advisory_unlock(hashtext('ipam.migrate'))"))
+            await conn.commit()

@@ -1,0 +1,103 @@
+"""Plain values the repositories return, so no SQLAlchemy type leaks above storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ipam.engine.ip_ranges import IPAddress, IPNetwork, IpRange
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRecord:
+    id: int
+    name: str
+    position: int
+    family: int
+    subnet: IPNetwork
+    gateway: IPAddress | None
+    vlan: int | None
+    node_subnets: tuple[IPNetwork, ...]
+    size: int
+    ranges: tuple[IpRange, ...]
+    materialized_upto: IPAddress | None
+
+    def routes_node(self, node_ip: IPAddress) -> bool:
+        return any(node_ip in net for net in self.node_subnets if net.version == node_ip.version)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressRecord:
+    id: int
+    pool_id: int
+    pool: str
+    address: IPAddress
+    prefix_length: int
+    gateway: IPAddress | None
+    vlan: int | None
+    state: str
+    owner_key: str | None
+    policy: str | None
+    pod_namespace: str | None
+    pod_name: str | None
+    pod_uid: str | None
+    node: str | None
+    slot: int
+    kept_ttl_seconds: int | None
+    note: str | None
+    allocated_at: datetime | None
+    kept_since: datetime | None
+    updated_at: datetime
+
+    def snapshot(self) -> dict[str, Any]:
+        """What an audit row stores as before/after."""
+        return {
+            "state": self.state,
+            "owner_key": self.owner_key,
+            "policy": self.policy,
+            "pod_namespace": self.pod_namespace,
+            "pod_name": self.pod_name,
+            "pod_uid": self.pod_uid,
+            "node": self.node,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor: str
+    action: str
+    address: IPAddress | None = None
+    pool: str | None = None
+    owner_key: str | None = None
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    reason: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    entry: AuditEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who takes an address: the fields written when a row leaves ``free``."""
+
+    state: str
+    owner_key: str
+    policy: str | None = None
+    pod_namespace: str | None = None
+    pod_name: str | None = None
+    pod_uid: str | None = None
+    node: str | None = None
+    slot: int = 0
+    kept_ttl_seconds: int | None = None
+    note: str | None = None
