@@ -1,14 +1,17 @@
 """Builds the ASGI application: routes, error mapping, and the process lifespan.
 
 ``create_app(settings)`` starts nothing at import time; the lifespan connects to the
-database (starting an embedded one when no URL is set), migrates, loads the pools file, and
-tears everything down in reverse order on shutdown.
+database (starting an embedded one when no URL is set), migrates, loads the pools file,
+connects to Kubernetes when it can, starts the watchers, and tears everything down in reverse
+order on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,8 +19,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ipam import __version__
-from ipam.api import errors, health, pools
+from ipam.api import errors, extender, health, pools
+from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
+from ipam.k8s.client import KubeClient
+from ipam.k8s.cluster import KubeCluster
+from ipam.k8s.informer import Informer
+from ipam.k8s.nodes import NodeController
 from ipam.services.allocation import Actor
 from ipam.services.runtime import Runtime
 from ipam.settings import Settings
@@ -49,10 +57,69 @@ async def start_runtime(settings: Settings) -> Runtime:
         runtime = Runtime.build(settings, db)
         if settings.pools_file is not None:
             await load_pools_file(runtime, settings.pools_file)
+        await runtime.catalog.refresh(db)
     except BaseException:
         await db.dispose()
         raise
     return runtime
+
+
+def kube_configured(settings: Settings) -> bool:
+    return bool(settings.kube_api_url or settings.kubeconfig
+                or os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+class Background:
+    """The process's long-running tasks, started after the runtime and stopped before it."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.tasks: list[asyncio.Task[None]] = []
+        self.informers: list[Informer] = []
+        self.kube: KubeClient | None = None
+
+    async def start(self) -> None:
+        rt, settings = self.runtime, self.runtime.settings
+        self.tasks.append(asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"))
+        if not kube_configured(settings):
+            log.warning("no Kubernetes configuration: extender bind and watchers are off")
+            return
+        self.kube = KubeClient.from_settings(settings)
+        cluster = KubeCluster(self.kube)
+        rt.placement.binder = cluster
+        rt.placement.cluster = cluster
+        rt.extras["kube"] = self.kube
+        if settings.controllers_enabled:
+            nodes = NodeController(rt.nodes)
+            self._start(Informer("nodes", self.kube, self.kube.core.list_node, nodes.on_sync,
+                                 nodes.on_event, rt.readiness,
+                                 backoff=settings.watch.backoff_seconds,
+                                 timeout_seconds=settings.watch.timeout_seconds))
+
+    def _start(self, informer: Informer) -> None:
+        self.runtime.readiness.set(f"watch:{informer.name}", False, "not synced yet")
+        self.informers.append(informer)
+        self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{informer.name}"))
+
+    async def _refresh_catalog(self) -> None:
+        rt = self.runtime
+        while True:
+            await asyncio.sleep(rt.settings.catalog_refresh_seconds)
+            try:
+                await rt.catalog.refresh(rt.db)
+            except Exception as exc:
+                log.warning("pool usage refresh failed: %s", exc)
+
+    async def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.kube is not None:
+            self.kube.close()
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
@@ -63,9 +130,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         own = runtime is None
         rt = runtime if runtime is not None else await start_runtime(settings)
         app.state.runtime = rt
+        background = Background(rt)
+        await background.start()
         try:
             yield
         finally:
+            await background.stop()
             if own:
                 await rt.db.dispose()
 
@@ -73,7 +143,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
                   summary="Fixed-IP manager for Kubernetes (galaxy-ipam compatible)")
     if runtime is not None:
         app.state.runtime = runtime
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(extender.router)
     app.include_router(pools.router)
     return app

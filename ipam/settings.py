@@ -61,10 +61,18 @@ class Settings(BaseSettings):
     #: Largest request body accepted, in bytes (a 5,000-node full-object filter is ~20 MB).
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
-    #: Kubernetes: in-cluster config when empty, else this kubeconfig file.
+    #: Kubernetes: in-cluster config when both are empty; else this kubeconfig file, or a plain
+    #: API server URL without auth (local fake API servers in tests and benchmarks).
     kubeconfig: Path | None = None
+    kube_api_url: str | None = None
+    #: Threads for blocking Kubernetes client calls (binds run here; size it for concurrency).
+    kube_threads: int = Field(32, ge=1, le=512)
+    #: (connect, read) timeout of one Kubernetes API request, seconds.
+    kube_timeout_seconds: tuple[float, float] = (3.0, 10.0)
     #: Disable the watchers/controllers (extender-only mode, and most API tests).
     controllers_enabled: bool = True
+    #: How often the pool usage that filter reads is re-counted from PostgreSQL.
+    catalog_refresh_seconds: float = Field(5.0, gt=0)
     #: How long a filter promise holds a pool's address before bind must come.
     promise_ttl_seconds: float = Field(30.0, gt=0)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)

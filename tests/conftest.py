@@ -67,3 +67,6 @@ def pool_service(db: Database) -> PoolConfigService:
 @pytest.fixture
 def actor() -> Actor:
     return Actor("test", request_id="req-test")
+
+
+from tests.fakeapi.fixtures import fake_apiserver, kube_config  # noqa: E402,F401

@@ -70,6 +70,15 @@ class Allocator:
     async def allocate(self, pod: PodFacts, pools: Sequence[PoolRecord], *, node: str | None,
                        actor: Actor) -> list[AddressRecord]:
         """Addresses for ``pod`` from ``pools`` (routable from its node, preferred first)."""
+        return [rec for _, rec in await self.allocate_traced(pod, pools, node=node, actor=actor)]
+
+    async def allocate_traced(self, pod: PodFacts, pools: Sequence[PoolRecord], *,
+                              node: str | None, actor: Actor
+                              ) -> list[tuple[str | None, AddressRecord]]:
+        """Like ``allocate``, with each address's state before (``None``: already the pod's).
+
+        Undo needs it: a kept address goes back to kept, a fresh one back to free.
+        """
         try:
             groups = requested_ranges(pod)
         except ArgsError as exc:
@@ -79,7 +88,7 @@ class Allocator:
             await store.locks.config_shared()
             existing = await store.addresses.by_pod_uid(pod.uid)
             if existing:
-                return existing
+                return [(None, rec) for rec in existing]
             owner = owner_of(pod)
             policy = ReleasePolicy.of(pod)
             holder = Holder(
@@ -100,7 +109,8 @@ class Allocator:
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
-        return [after for _, after in changes]
+        return [(before.state if before is not None else "free", after)
+                for before, after in changes]
 
     async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
                         pools: Sequence[PoolRecord], holder: Holder
@@ -197,13 +207,13 @@ class Allocator:
             pod=pod.key, slot=slot)
 
     # -- release ------------------------------------------------------------------------
-    async def release_pod(self, uid: str, *, keep: bool, actor: Actor, reason: str
-                          ) -> list[AddressRecord]:
+    async def release_pod(self, uid: str, *, keep: bool | Callable[[AddressRecord], bool],
+                          actor: Actor, reason: str) -> list[AddressRecord]:
         """Free (or keep for the owner) every address of the pod with this UID."""
         changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
             for row in await store.addresses.by_pod_uid(uid, lock=True):
-                if keep:
+                if keep if isinstance(keep, bool) else keep(row):
                     after = await store.addresses.change(row.id, Holder(
                         state="kept", owner_key=row.owner_key or f"pod/{row.pod_namespace}/"
                         f"{row.pod_name}", policy=row.policy, pod_namespace=row.pod_namespace,
@@ -213,7 +223,8 @@ class Allocator:
                     after = await store.addresses.free(row.id)
                 changes.append((row, after))
             await store.audit.record(*(
-                _audit(actor, "keep" if keep else "release", before, after, reason)
+                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                       reason)
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipam.services.allocation import Allocator
+from ipam.services.placement import Placement
+from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
 from ipam.services.pool_config import PoolConfigService
 from ipam.settings import Settings
 from ipam.storage.database import Database, head_revision
@@ -27,12 +29,23 @@ class Runtime:
     db: Database
     allocator: Allocator
     pools: PoolConfigService
+    catalog: PoolCatalog
+    nodes: NodeDirectory
+    promises: Promises
+    placement: Placement
     readiness: Readiness = field(default_factory=Readiness)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Runtime:
-        return cls(settings=settings, db=db, allocator=Allocator(db), pools=PoolConfigService(db))
+        allocator = Allocator(db)
+        catalog = PoolCatalog()
+        allocator.listeners.append(catalog.on_change)
+        nodes = NodeDirectory()
+        promises = Promises(settings.promise_ttl_seconds)
+        placement = Placement(db, allocator, catalog, nodes, promises, RecentPods())
+        return cls(settings=settings, db=db, allocator=allocator, pools=PoolConfigService(db),
+                   catalog=catalog, nodes=nodes, promises=promises, placement=placement)
 
     async def health_checks(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}

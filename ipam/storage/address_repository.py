@@ -141,6 +141,13 @@ class AddressRepository:
             "WHERE a.pod_namespace = :ns AND a.pod_name = :name AND a.state = 'allocated' "
             "ORDER BY a.slot", {"ns": namespace, "name": name})
 
+    async def held_for(self, uid: str, owner_key: str | None) -> list[AddressRecord]:
+        """What a pod already holds, plus what its owner keeps (one round trip for filter)."""
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.pod_uid = :uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k) "
+            "ORDER BY a.slot, a.address", {"uid": uid, "k": owner_key})
+
     async def by_owner(self, owner_key: str, *, prefix: bool = False) -> list[AddressRecord]:
         cond = "a.owner_key LIKE :k" if prefix else "a.owner_key = :k"
         key = owner_key.replace("%", r"\%").replace("_", r"\_") + "%" if prefix else owner_key
@@ -164,14 +171,15 @@ class AddressRepository:
             "ORDER BY p.position, a.address LIMIT 1 FOR UPDATE OF a SKIP LOCKED"),
             {"k": owner_key, "pools": list(pool_ids)})
 
-    async def taken_counts(self) -> dict[int, dict[str, int]]:
+    async def taken_counts(self, pool_id: int | None = None) -> dict[int, dict[str, int]]:
         """Per pool, how many rows are allocated/kept/reserved (free rows are not counted)."""
         result = await self.conn.execute(text(
             "SELECT pool_id, state, count(*) FROM addresses WHERE state <> 'free' "
-            "GROUP BY pool_id, state"))
+            "AND (CAST(:p AS integer) IS NULL OR pool_id = :p) GROUP BY pool_id, state"),
+            {"p": pool_id})
         out: dict[int, dict[str, int]] = {}
-        for pool_id, state, n in result:
-            out.setdefault(pool_id, {})[state] = n
+        for pid, state, n in result:
+            out.setdefault(pid, {})[state] = n
         return out
 
     async def has_free(self, pool_id: int) -> bool:

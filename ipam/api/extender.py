@@ -1,0 +1,147 @@
+"""kube-scheduler's extender verbs on the wire: ``/v1/filter``, ``/v1/prioritize``, ``/v1/bind``.
+
+Field names are those of k8s.io/kube-scheduler/extender/v1 (Go structs without json tags, so
+capitalised); nil pointers go out as ``null``. Bodies are parsed with orjson straight from
+bytes: a 5,000-node full-object request is ~20 MB and pydantic would dominate the latency.
+A body that is not an ExtenderArgs is a 400; a failure of ours is a 200 with ``Error`` set,
+which fails just this scheduling attempt; "no node fits" is a 200 with ``FailedNodes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+
+from ipam.api.responses import OrjsonResponse
+from ipam.engine.node import internal_ip, node_name
+from ipam.engine.pod import PodShapeError, pod_facts
+from ipam.errors import IpamError
+from ipam.services.placement import Candidate, Placement
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["scheduler extender"])
+
+
+class WireError(ValueError):
+    """The body is not what kube-scheduler sends."""
+
+
+def _placement(request: Request) -> Placement:
+    placement: Placement = request.app.state.runtime.placement
+    return placement
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise WireError("body must be a JSON object")
+    return doc
+
+
+def _args(doc: Mapping[str, Any], placement: Placement
+          ) -> tuple[Any, list[Candidate], list[Any] | None]:
+    """(pod facts, candidates, full node objects or None in nodeCacheCapable mode)."""
+    try:
+        pod = pod_facts(doc.get("Pod"))
+    except PodShapeError as exc:
+        raise WireError(f"Pod: {exc}") from None
+    names, nodes = doc.get("NodeNames"), doc.get("Nodes")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise WireError("NodeNames must be a list of strings or null")
+        directory = placement.nodes
+        return pod, [Candidate(n, directory.get(n), directory.known(n)) for n in names], None
+    if nodes is not None:
+        items = nodes.get("items") if isinstance(nodes, dict) else None
+        if not isinstance(items, list):
+            raise WireError("Nodes must be a NodeList object with an items list, or null")
+        candidates = []
+        for i, item in enumerate(items):
+            name = node_name(item)
+            if name is None:
+                raise WireError(f"Nodes.items[{i}].metadata.name is missing")
+            candidates.append(Candidate(name, internal_ip(item)))
+        return pod, candidates, items
+    raise WireError("neither NodeNames nor Nodes is set")
+
+
+def _bad_request(message: str) -> OrjsonResponse:
+    return OrjsonResponse({"Error": message}, status_code=400)
+
+
+@router.post("/filter")
+async def filter_nodes(request: Request) -> OrjsonResponse:
+    """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
+    placement = _placement(request)
+    try:
+        pod, candidates, items = _args(await _body(request), placement)
+    except WireError as exc:
+        return _bad_request(str(exc))
+    if not pod.managed:
+        passed, failed, unresolvable = [c.name for c in candidates], {}, None
+    else:
+        try:
+            outcome = await placement.filter(pod, candidates)
+        except IpamError as exc:
+            log.warning("filter %s failed: %s", pod.key, exc.message)
+            return OrjsonResponse({"Nodes": None, "NodeNames": None, "FailedNodes": None,
+                                   "FailedAndUnresolvableNodes": None, "Error": exc.message})
+        passed, failed, unresolvable = outcome.passed, outcome.failed, outcome.unresolvable
+    if items is None:
+        nodes_out, names_out = None, passed
+    else:
+        keep = set(passed)
+        nodes_out = {"metadata": {}, "items": [i for i in items if node_name(i) in keep]}
+        names_out = None
+    return OrjsonResponse({"Nodes": nodes_out, "NodeNames": names_out, "FailedNodes": failed,
+                           "FailedAndUnresolvableNodes": unresolvable, "Error": ""})
+
+
+@router.post("/prioritize")
+async def prioritize_nodes(request: Request) -> OrjsonResponse:
+    """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
+    placement = _placement(request)
+    try:
+        pod, candidates, _ = _args(await _body(request), placement)
+    except WireError as exc:
+        return _bad_request(str(exc))
+    if not pod.managed:
+        return OrjsonResponse([{"Host": c.name, "Score": 0} for c in candidates])
+    try:
+        scores = await placement.prioritize(pod, candidates)
+    except IpamError as exc:
+        # A HostPriorityList has no Error field; a non-200 fails the attempt visibly.
+        return OrjsonResponse({"Error": exc.message}, status_code=503)
+    return OrjsonResponse([{"Host": host, "Score": score} for host, score in scores])
+
+
+@router.post("/bind")
+async def bind_pod(request: Request) -> OrjsonResponse:
+    """ExtenderBindingArgs in, ExtenderBindingResult (``{"Error": ""}``) out."""
+    try:
+        doc = await _body(request)
+    except WireError as exc:
+        return _bad_request(str(exc))
+    fields = {}
+    for key in ("PodName", "PodNamespace", "PodUID", "Node"):
+        value = doc.get(key)
+        if not isinstance(value, str) or not value:
+            return _bad_request(f"{key} must be a non-empty string")
+        fields[key] = value
+    try:
+        await _placement(request).bind(
+            fields["PodNamespace"], fields["PodName"], fields["PodUID"], fields["Node"],
+            request_id=request.headers.get("x-request-id"))
+    except IpamError as exc:
+        log.warning("bind %s/%s to %s failed: %s", fields["PodNamespace"], fields["PodName"],
+                    fields["Node"], exc.message)
+        return OrjsonResponse({"Error": exc.message})
+    return OrjsonResponse({"Error": ""})

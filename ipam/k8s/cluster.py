@@ -1,0 +1,63 @@
+"""The extender's view of the cluster: read a pod or node, create a pod's Binding."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kubernetes import client
+
+from ipam.engine.ip_ranges import IPAddress
+from ipam.engine.node import internal_ip
+from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
+from ipam.errors import Unavailable
+from ipam.k8s.client import ApiStatusError, KubeClient
+from ipam.services.placement import BindingRejected
+
+
+class KubeCluster:
+    """Implements ``placement.Binder`` and ``placement.ClusterReader``."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+
+    async def get_pod(self, namespace: str, name: str) -> PodFacts | None:
+        try:
+            obj = await self.kube.json(self.kube.core.read_namespaced_pod, name, namespace)
+        except ApiStatusError as exc:
+            if exc.status == 404:
+                return None
+            raise Unavailable(f"reading pod {namespace}/{name}: {exc}") from exc
+        try:
+            return pod_facts(obj)
+        except PodShapeError as exc:
+            raise Unavailable(f"pod {namespace}/{name} from the API server: {exc}") from exc
+
+    async def node_ip(self, name: str) -> IPAddress | None:
+        try:
+            obj = await self.kube.json(self.kube.core.read_node, name)
+        except ApiStatusError as exc:
+            if exc.status == 404:
+                return None
+            raise Unavailable(f"reading node {name}: {exc}") from exc
+        return internal_ip(obj)
+
+    async def bind(self, namespace: str, name: str, uid: str, node: str,
+                   annotations: Mapping[str, str]) -> None:
+        """POST pods/{name}/binding with the UID as precondition and our annotations.
+
+        Raw response: the client cannot parse the Status this call answers with
+        (kubernetes-client/python#547).
+        """
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid,
+                                         annotations=dict(annotations) or None),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
+        )
+        try:
+            await self.kube.json(self.kube.core.create_namespaced_pod_binding, name, namespace,
+                                 body)
+        except ApiStatusError as exc:
+            reason = {404: "not_found", 409: "conflict"}.get(exc.status, exc.reason or "refused")
+            raise BindingRejected(
+                f"binding {namespace}/{name} to {node} refused: {exc.status} {exc.reason} "
+                f"{exc.message}".strip(), reason=reason, status=exc.status) from exc

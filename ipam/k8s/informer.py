@@ -1,0 +1,185 @@
+"""List, then watch from the list's resourceVersion; re-list on 410 Gone; back off on errors.
+
+One ``Informer`` per resource. ``run_once`` is a single testable pass (list + one watch
+stream); ``run`` is the thin forever-loop around it. The blocking watch stream is read in a
+thread and handed to the event loop through a queue; events are raw dicts (orjson), not the
+client's slow models. While the watch is down the informer reports not-ready, so ``/readyz``
+fails instead of the service silently serving from a stale cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from ipam.errors import Unavailable
+from ipam.k8s.client import ApiStatusError, KubeClient
+from ipam.services.runtime import Readiness
+
+log = logging.getLogger(__name__)
+
+SyncHandler = Callable[[list[dict[str, Any]]], Awaitable[None]]
+EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410): list again."""
+
+
+@dataclass(slots=True)
+class InformerStats:
+    lists: int = 0
+    watches: int = 0
+    restarts: int = 0
+    events: int = 0
+    last_error: str = ""
+
+
+@dataclass(slots=True)
+class Informer:
+    name: str
+    kube: KubeClient
+    list_fn: Callable[..., Any]
+    on_sync: SyncHandler
+    on_event: EventHandler
+    readiness: Readiness
+    backoff: Sequence[float] = (0.5, 1, 2, 5, 10, 30)
+    timeout_seconds: int = 300
+    list_kwargs: dict[str, Any] = field(default_factory=dict)
+    stats: InformerStats = field(default_factory=InformerStats)
+    resource_version: str | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def list(self) -> str:
+        doc = await self.kube.json(self.list_fn, **self.list_kwargs)
+        items = doc.get("items") or []
+        rv = str(doc.get("metadata", {}).get("resourceVersion", ""))
+        await self.on_sync(items)
+        self.stats.lists += 1
+        self.resource_version = rv
+        return rv
+
+    async def watch(self, resource_version: str) -> str:
+        """Consume one watch stream; return the last resourceVersion seen."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        holder: dict[str, Any] = {}
+        stopped = threading.Event()
+
+        def put(kind: str, value: Any) -> None:
+            if not stopped.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        def reader() -> None:
+            try:
+                resp = self.list_fn(
+                    watch=True, resource_version=resource_version,
+                    allow_watch_bookmarks=True, timeout_seconds=self.timeout_seconds,
+                    _preload_content=False,
+                    _request_timeout=(self.kube.timeout[0], self.timeout_seconds + 30),
+                    **self.list_kwargs)
+                holder["resp"] = resp
+                if stopped.is_set():
+                    return
+                buffer = b""
+                for chunk in resp.stream(65536, decode_content=True):
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if line.strip():
+                            put("event", orjson.loads(line))
+                if buffer.strip():
+                    put("event", orjson.loads(buffer))
+                put("end", None)
+            except ApiException as exc:
+                put("error", ApiStatusError(int(exc.status or 0), str(exc.reason), ""))
+            except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
+                put("error", exc)  # AttributeError: urllib3 read after our abort
+            except RuntimeError:  # the loop closed under us during shutdown
+                return
+            finally:
+                resp = holder.get("resp")
+                if resp is not None:
+                    resp.release_conn()
+
+        thread = threading.Thread(target=reader, name=f"watch-{self.name}", daemon=True)
+        thread.start()
+        self.stats.watches += 1
+        rv = resource_version
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    return rv
+                if kind == "error":
+                    if isinstance(value, ApiStatusError) and value.status == 410:
+                        raise Gone(str(value))
+                    raise Unavailable(f"watch {self.name} broke: {value}")
+                etype, obj = value.get("type"), value.get("object") or {}
+                if etype == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone(str(obj.get("message", "")))
+                    raise Unavailable(f"watch {self.name} error: {obj.get('message')}")
+                new_rv = str(obj.get("metadata", {}).get("resourceVersion", "") or rv)
+                if etype != "BOOKMARK":
+                    self.stats.events += 1
+                    await self.on_event(str(etype), obj)
+                rv = new_rv
+                self.resource_version = rv
+        finally:
+            stopped.set()
+            _abort(holder.get("resp"))
+
+    async def run_once(self) -> None:
+        """One pass: list, mark ready, watch until the stream ends (timeout) or fails."""
+        rv = self.resource_version or await self.list()
+        self.readiness.set(f"watch:{self.name}", True, f"at resourceVersion {rv}")
+        self.resource_version = await self.watch(rv)
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+                failures = 0
+            except Gone:
+                log.info("watch %s expired (410); listing again", self.name)
+                self.resource_version = None
+                self.stats.restarts += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.restarts += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self.readiness.set(f"watch:{self.name}", False, self.stats.last_error)
+                delay = self.backoff[min(failures, len(self.backoff) - 1)]
+                failures += 1
+                log.warning("watch %s failed (%s); retry in %.1fs", self.name,
+                            self.stats.last_error, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _abort(resp: Any) -> None:
+    """Unblock the reader thread: shut the socket down under it (closing it from this thread
+    would race the thread's own read inside http.client)."""
+    if resp is None:
+        return
+    conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

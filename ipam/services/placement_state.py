@@ -1,0 +1,161 @@
+"""In-memory state that lets filter answer without touching the database on its hot path.
+
+* ``NodeDirectory``: node name -> InternalIP, fed by the node watcher (nodeCacheCapable mode).
+* ``PoolCatalog``: pools and how many addresses each has taken; refreshed from PostgreSQL and
+  adjusted by every allocation this process makes.
+* ``Promises``: pods that passed filter but are not bound yet. The scheduler filters the next
+  pod before the previous bind lands; counting promises keeps a nearly full pool from being
+  promised twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ipam.engine.ip_ranges import IPAddress
+from ipam.engine.pod import PodFacts
+from ipam.storage.database import Database
+from ipam.storage.records import AddressRecord, PoolRecord
+
+TAKEN_STATES = ("allocated", "kept", "reserved")
+
+
+class NodeDirectory:
+    """Node name -> InternalIP. ``synced`` once the watcher's first list arrived."""
+
+    def __init__(self) -> None:
+        self._ips: dict[str, IPAddress | None] = {}
+        self.synced = False
+
+    def set(self, name: str, address: IPAddress | None) -> None:
+        self._ips[name] = address
+
+    def remove(self, name: str) -> None:
+        self._ips.pop(name, None)
+
+    def replace(self, entries: Iterable[tuple[str, IPAddress | None]]) -> None:
+        self._ips = dict(entries)
+        self.synced = True
+
+    def known(self, name: str) -> bool:
+        return name in self._ips
+
+    def get(self, name: str) -> IPAddress | None:
+        return self._ips.get(name)
+
+    def __len__(self) -> int:
+        return len(self._ips)
+
+
+@dataclass(slots=True)
+class PoolCatalog:
+    """Pools (config order) and taken counts; ``free()`` is size minus taken."""
+
+    pools: list[PoolRecord] = field(default_factory=list)
+    taken: dict[int, int] = field(default_factory=dict)
+    refreshed_at: float = 0.0
+    _by_node: dict[IPAddress, list[PoolRecord]] = field(default_factory=dict)
+
+    async def refresh(self, db: Database) -> None:
+        async with db.transaction() as store:
+            pools = await store.pools.all()
+            counts = await store.addresses.taken_counts()
+        self.pools = pools
+        self.taken = {pid: sum(c.values()) for pid, c in counts.items()}
+        self._by_node = {}
+        self.refreshed_at = time.monotonic()
+
+    async def recount(self, db: Database, pool_id: int) -> int:
+        """Exact taken count of one pool, straight from the database."""
+        async with db.transaction() as store:
+            counts = await store.addresses.taken_counts(pool_id)
+        self.taken[pool_id] = sum(counts.get(pool_id, {}).values())
+        return self.taken[pool_id]
+
+    def pools_for(self, node_ip: IPAddress) -> list[PoolRecord]:
+        cached = self._by_node.get(node_ip)
+        if cached is None:
+            cached = [p for p in self.pools if p.routes_node(node_ip)]
+            if len(self._by_node) > 100_000:
+                self._by_node.clear()
+            self._by_node[node_ip] = cached
+        return cached
+
+    def by_id(self, pool_id: int) -> PoolRecord | None:
+        return next((p for p in self.pools if p.id == pool_id), None)
+
+    def free(self, pool: PoolRecord) -> int:
+        return pool.size - self.taken.get(pool.id, 0)
+
+    def on_change(self, before: AddressRecord | None, after: AddressRecord | None) -> None:
+        """Allocator listener: keep counts right between refreshes."""
+        was = before is not None and before.state in TAKEN_STATES
+        now = after is not None and after.state in TAKEN_STATES
+        row = after or before
+        if row is None or was == now:
+            return
+        self.taken[row.pool_id] = self.taken.get(row.pool_id, 0) + (1 if now else -1)
+
+
+class Promises:
+    """Pod UID -> pools it was promised at filter time, until bound, gone or expired."""
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self.ttl = ttl_seconds
+        self._by_uid: dict[str, tuple[frozenset[int], float]] = {}
+        self._count: dict[int, int] = {}
+
+    def _expire(self, now: float) -> None:
+        stale = [uid for uid, (_, until) in self._by_uid.items() if until <= now]
+        for uid in stale:
+            self.drop(uid)
+
+    def promise(self, uid: str, pool_ids: Iterable[int]) -> None:
+        self.drop(uid)
+        ids = frozenset(pool_ids)
+        if not ids:
+            return
+        self._by_uid[uid] = (ids, time.monotonic() + self.ttl)
+        for pid in ids:
+            self._count[pid] = self._count.get(pid, 0) + 1
+
+    def drop(self, uid: str) -> None:
+        entry = self._by_uid.pop(uid, None)
+        if entry is None:
+            return
+        for pid in entry[0]:
+            self._count[pid] -= 1
+            if not self._count[pid]:
+                del self._count[pid]
+
+    def held_by_others(self, pool_id: int, uid: str) -> int:
+        self._expire(time.monotonic())
+        mine = self._by_uid.get(uid)
+        own = 1 if mine is not None and pool_id in mine[0] else 0
+        return self._count.get(pool_id, 0) - own
+
+    def __len__(self) -> int:
+        return len(self._by_uid)
+
+
+class RecentPods:
+    """Pods seen at filter, by UID, so bind needs no API round trip (bounded LRU)."""
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._pods: OrderedDict[str, PodFacts] = OrderedDict()
+
+    def remember(self, pod: PodFacts) -> None:
+        self._pods[pod.uid] = pod
+        self._pods.move_to_end(pod.uid)
+        while len(self._pods) > self.capacity:
+            self._pods.popitem(last=False)
+
+    def get(self, uid: str) -> PodFacts | None:
+        return self._pods.get(uid)
+
+    def forget(self, uid: str) -> None:
+        self._pods.pop(uid, None)
