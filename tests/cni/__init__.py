@@ -1,0 +1,1 @@
+"""Tests of the CNI plugin ``ipam-cni`` (ipam/cni)."""
