@@ -26,7 +26,12 @@ from ipam.k8s.client import KubeClient
 from ipam.k8s.cluster import KubeCluster
 from ipam.k8s.informer import Informer
 from ipam.k8s.nodes import NodeController
+from ipam.k8s.pods import PodController
+from ipam.k8s.workloads import KubeWorkloads
 from ipam.services.allocation import Actor
+from ipam.services.leadership import Leadership
+from ipam.services.pod_lifecycle import PodLifecycle
+from ipam.services.reconciler import Reconciler
 from ipam.services.runtime import Runtime
 from ipam.settings import Settings
 from ipam.storage import embedded_postgres
@@ -77,6 +82,8 @@ class Background:
         self.tasks: list[asyncio.Task[None]] = []
         self.informers: list[Informer] = []
         self.kube: KubeClient | None = None
+        self.reconciler: Reconciler | None = None
+        self.leadership: Leadership | None = None
 
     async def start(self) -> None:
         rt, settings = self.runtime, self.runtime.settings
@@ -89,12 +96,42 @@ class Background:
         rt.placement.binder = cluster
         rt.placement.cluster = cluster
         rt.extras["kube"] = self.kube
-        if settings.controllers_enabled:
-            nodes = NodeController(rt.nodes)
-            self._start(Informer("nodes", self.kube, self.kube.core.list_node, nodes.on_sync,
-                                 nodes.on_event, rt.readiness,
-                                 backoff=settings.watch.backoff_seconds,
+        if not settings.controllers_enabled:
+            return
+        workloads = KubeWorkloads(self.kube)
+        lifecycle = PodLifecycle(rt.allocator, workloads)
+        reconciler = Reconciler(rt.db, rt.allocator, lifecycle, workloads, workloads,
+                                rt.catalog, settings.reconciler)
+        leadership: Leadership | None = None
+        if settings.leader.enabled:
+            leadership = Leadership(rt.db, retry_seconds=settings.leader.renew_seconds,
+                                    on_elected=self._on_elected)
+            self.tasks.append(asyncio.create_task(leadership.run(), name="leadership"))
+        pods = PodController(rt.promises, rt.placement.recent, lifecycle, leadership)
+        rt.extras.update(reconciler=reconciler, leadership=leadership, pod_controller=pods)
+        self.reconciler, self.leadership = reconciler, leadership
+        nodes = NodeController(rt.nodes)
+        for name, fn, controller in (
+            ("nodes", self.kube.core.list_node, nodes),
+            ("pods", self.kube.core.list_pod_for_all_namespaces, pods),
+        ):
+            self._start(Informer(name, self.kube, fn, controller.on_sync, controller.on_event,
+                                 rt.readiness, backoff=settings.watch.backoff_seconds,
                                  timeout_seconds=settings.watch.timeout_seconds))
+        self.tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconciler"))
+
+    async def _on_elected(self) -> None:
+        """A new leader first repairs what happened while nobody led (pods deleted meanwhile)."""
+        if self.reconciler is not None:
+            await self.reconciler.run_pass(apply=True)
+
+    async def _reconcile_loop(self) -> None:
+        assert self.reconciler is not None
+        interval = self.runtime.settings.reconciler.interval_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if self.leadership is None or await self.leadership.confirm():
+                await self.reconciler.run_pass(apply=True)
 
     def _start(self, informer: Informer) -> None:
         self.runtime.readiness.set(f"watch:{informer.name}", False, "not synced yet")
@@ -118,6 +155,8 @@ class Background:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.leadership is not None:
+            await self.leadership.resign()
         if self.kube is not None:
             self.kube.close()
 

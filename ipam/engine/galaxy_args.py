@@ -82,3 +82,26 @@ def annotation_with_ipinfos(pod: PodFacts, infos: Sequence[IpInfo]) -> str:
     common["ipinfos"] = [info.to_galaxy() for info in infos]
     doc["common"] = common
     return json.dumps(doc, separators=(",", ":"))
+
+
+def annotated_addresses(pod: PodFacts) -> list[IPAddress]:
+    """Addresses the pod's args annotation says it was given (``common.ipinfos``)."""
+    import ipaddress
+
+    raw = pod.annotations.get(CNI_ARGS_ANNOTATION)
+    if not raw:
+        return []
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        return []
+    infos = (doc.get("common") or {}).get("ipinfos") if isinstance(doc, dict) else None
+    out: list[IPAddress] = []
+    for info in infos if isinstance(infos, list) else []:
+        ip = info.get("ip") if isinstance(info, dict) else None
+        if isinstance(ip, str):
+            try:
+                out.append(ipaddress.ip_interface(ip).ip)
+            except ValueError:
+                continue
+    return out

@@ -117,3 +117,24 @@ def kept_ttl_seconds(pod: PodFacts) -> int | None:
     except ValueError:
         return None
     return value if value > 0 else None
+
+
+def owner_from_key(key: str) -> Owner:
+    """Parse a stored ``owner_key`` back (the inverse of ``Owner.key``).
+
+    Unknown shapes come back as a bare-pod owner named after the key, which keeps addresses
+    conservatively rather than guessing a workload.
+    """
+    kind, _, rest = key.partition("/")
+    parts = rest.split("/")
+    if kind == OwnerKind.POOL.value:
+        return Owner(OwnerKind.POOL, "", rest)
+    if kind == OwnerKind.STATEFULSET.value and len(parts) == 3 and parts[2].isdigit():
+        return Owner(OwnerKind.STATEFULSET, parts[0], parts[1], int(parts[2]))
+    if kind == OwnerKind.DEPLOYMENT.value and len(parts) == 2:
+        return Owner(OwnerKind.DEPLOYMENT, parts[0], parts[1])
+    if kind == OwnerKind.CONTROLLER.value and len(parts) == 3:
+        return Owner(OwnerKind.CONTROLLER, parts[0], f"{parts[1]}/{parts[2]}")
+    if kind == OwnerKind.POD.value and len(parts) == 2:
+        return Owner(OwnerKind.POD, parts[0], parts[1])
+    return Owner(OwnerKind.POD, "", key)

@@ -10,11 +10,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from ipam.engine.galaxy_args import ArgsError, requested_ranges
-from ipam.engine.ip_ranges import IpRange, walk
+from ipam.engine.ip_ranges import IPAddress, IpRange, walk
 from ipam.engine.pod import PodFacts
-from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, kept_ttl_seconds, owner_of
+from ipam.engine.release_decision import Decision
+from ipam.engine.release_policy import (
+    Owner,
+    OwnerKind,
+    ReleasePolicy,
+    kept_ttl_seconds,
+    owner_from_key,
+    owner_of,
+)
 from ipam.errors import Conflict, InvalidInput, NotFound, PoolExhausted
 from ipam.storage.database import Database, Store
 from ipam.storage.records import AddressRecord, AuditEntry, Holder, PoolRecord
@@ -88,6 +97,8 @@ class Allocator:
             await store.locks.config_shared()
             existing = await store.addresses.by_pod_uid(pod.uid)
             if existing:
+                # A bind is in flight for these rows: tell the reconciler to keep off them.
+                await store.addresses.touch_pod(pod.uid)
                 return [(None, rec) for rec in existing]
             owner = owner_of(pod)
             policy = ReleasePolicy.of(pod)
@@ -229,6 +240,112 @@ class Allocator:
         for before, after in changes:
             self._notify(before, after)
         return [after for _, after in changes]
+
+    async def release_gone_pod(self, uid: str, decide: Callable[[Owner, str | None, int],
+                                                                 Decision],
+                               *, actor: Actor, stale_before: datetime | None = None
+                               ) -> tuple[Decision | None, list[AddressRecord]]:
+        """Free or keep a vanished pod's addresses, deciding under the owner's lock.
+
+        ``decide(owner, policy, owned)`` sees how many pods' worth the owner holds right now,
+        so two pods of one Deployment deleted together cannot both count the same surplus.
+        With ``stale_before`` rows touched since then are left alone (a bind is in flight).
+        """
+        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        decision: Decision | None = None
+        async with self.db.transaction() as store:
+            rows = await store.addresses.by_pod_uid(uid)
+            if not rows:
+                return None, []
+            owner_key = rows[0].owner_key or ""
+            await store.locks.owner(owner_key)
+            rows = await store.addresses.by_pod_uid(uid, lock=True)
+            if not rows or (stale_before is not None
+                            and any(r.updated_at > stale_before for r in rows)):
+                return None, []
+            owned = await store.addresses.owned_pods(owner_key)
+            decision = decide(owner_from_key(owner_key), rows[0].policy, owned)
+            for row in rows:
+                if decision.keep:
+                    after = await store.addresses.change(row.id, Holder(
+                        state="kept", owner_key=owner_key, policy=row.policy,
+                        pod_namespace=row.pod_namespace, pod_name=row.pod_name, slot=row.slot,
+                        kept_ttl_seconds=row.kept_ttl_seconds))
+                else:
+                    after = await store.addresses.free(row.id)
+                changes.append((row, after))
+            await store.audit.record(*(
+                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                       decision.reason)
+                for before, after in changes))
+        for before, after in changes:
+            self._notify(before, after)
+        return decision, [after for _, after in changes]
+
+    async def release_stale_unbound(self, uid: str, stale_before: datetime, *, actor: Actor
+                                    ) -> bool:
+        """Free a never-bound pod's reservation unless a bind touched it since ``stale_before``.
+
+        Addresses the pod reused from its owner go back to the owner (kept), not to the pool.
+        """
+        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        async with self.db.transaction() as store:
+            rows = await store.addresses.by_pod_uid(uid, lock=True)
+            if not rows or any(r.updated_at > stale_before for r in rows):
+                return False
+            for row in rows:
+                keeps = row.owner_key is not None and not row.owner_key.startswith("pod/")
+                if keeps:
+                    after = await store.addresses.change(row.id, Holder(
+                        state="kept", owner_key=row.owner_key or "", policy=row.policy,
+                        pod_namespace=row.pod_namespace, pod_name=row.pod_name,
+                        slot=row.slot, kept_ttl_seconds=row.kept_ttl_seconds))
+                else:
+                    after = await store.addresses.free(row.id)
+                changes.append((row, after))
+            await store.audit.record(*(
+                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                       "reserved at bind but the pod never got a node")
+                for before, after in changes))
+        for before, after in changes:
+            self._notify(before, after)
+        return True
+
+    async def release_kept(self, address: IPAddress, owner_key: str, *, actor: Actor,
+                           reason: str) -> bool:
+        """Free one kept address if it is still kept by that owner (checked under lock)."""
+        async with self.db.transaction() as store:
+            row = await store.addresses.by_address(address, lock=True)
+            if row is None or row.state != "kept" or row.owner_key != owner_key:
+                return False
+            after = await store.addresses.free(row.id)
+            await store.audit.record(_audit(actor, "release", row, after, reason))
+        self._notify(row, after)
+        return True
+
+    async def adopt(self, pod: PodFacts, address: IPAddress, pool: PoolRecord, *, actor: Actor,
+                    reason: str) -> AddressRecord:
+        """Record an address a running pod already uses but PostgreSQL does not know."""
+        owner = owner_of(pod)
+        holder = Holder(state="allocated", owner_key=owner.key,
+                        policy=ReleasePolicy.of(pod).value, pod_namespace=pod.namespace,
+                        pod_name=pod.name, pod_uid=pod.uid, node=pod.node_name,
+                        kept_ttl_seconds=kept_ttl_seconds(pod))
+        async with self.db.transaction() as store:
+            await store.locks.config_shared()
+            await store.addresses.materialize(pool.id, [address])
+            row = await store.addresses.by_address(address, lock=True)
+            assert row is not None
+            if row.state == "allocated" and row.pod_uid == pod.uid:
+                return row
+            if row.state not in ("free", "kept") or (
+                    row.state == "kept" and row.owner_key != owner.key):
+                raise Conflict(f"{address} is used by pod {pod.key} but held as {row.state} "
+                               f"by {row.owner_key}", address=str(address))
+            after = await store.addresses.change(row.id, holder)
+            await store.audit.record(_audit(actor, "adopt", row, after, reason))
+        self._notify(row, after)
+        return after
 
     async def release_owner(self, owner_key: str, *, actor: Actor, reason: str,
                             only_kept: bool = True) -> list[AddressRecord]:

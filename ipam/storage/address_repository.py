@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -181,6 +182,30 @@ class AddressRepository:
         for pid, state, n in result:
             out.setdefault(pid, {})[state] = n
         return out
+
+    async def now(self) -> datetime:
+        """The database's clock: ages are compared with timestamps it wrote."""
+        value = await self.conn.scalar(text("SELECT now()"))
+        assert isinstance(value, datetime)
+        return value
+
+    async def taken_rows(self) -> list[AddressRecord]:
+        """Every allocated or kept row (the reconciler's snapshot of what we believe)."""
+        return await self._many(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.state IN ('allocated', 'kept') ORDER BY a.address", {})
+
+    async def owned_pods(self, owner_key: str) -> int:
+        """How many pods' worth of addresses an owner holds (allocated or kept, slot 0)."""
+        count = await self.conn.scalar(text(
+            "SELECT count(*) FROM addresses WHERE owner_key = :k AND slot = 0 "
+            "AND state IN ('allocated', 'kept')"), {"k": owner_key})
+        return int(count or 0)
+
+    async def touch_pod(self, uid: str) -> None:
+        """Mark a pod's rows as just used (a bind in flight), so the reconciler leaves them."""
+        await self.conn.execute(text(
+            "UPDATE addresses SET updated_at = now() WHERE pod_uid = :uid"), {"uid": uid})
 
     async def has_free(self, pool_id: int) -> bool:
         """Any committed free row, locked or not (SKIP LOCKED alone cannot tell)."""

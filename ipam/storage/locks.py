@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 CONFIG_LOCK = 0x1BA5_0001
+OWNER_LOCK_SPACE = 0x1BA5_0002
 
 
 class Locks:
@@ -21,6 +22,11 @@ class Locks:
 
     async def config_exclusive(self) -> None:
         await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CONFIG_LOCK})
+
+    async def owner(self, owner_key: str) -> None:
+        """Serialise decisions about one owner's addresses (e.g. two of its pods deleted)."""
+        await self.conn.execute(text("SELECT pg_advisory_xact_lock(:ns, hashtext(:k))"),
+                                {"ns": OWNER_LOCK_SPACE, "k": owner_key})
 
     async def try_session_lock(self, key: int) -> bool:
         """Non-blocking session lock (leader election); held until released or disconnect."""

@@ -7,7 +7,7 @@ import pytest
 from ipam.engine.release_decision import WorkloadState, kept_expired, on_pod_gone
 from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy
 
-P, I, N = ReleasePolicy.POD_DELETE, ReleasePolicy.IMMUTABLE, ReleasePolicy.NEVER
+P, IM, N = ReleasePolicy.POD_DELETE, ReleasePolicy.IMMUTABLE, ReleasePolicy.NEVER
 STS = Owner(OwnerKind.STATEFULSET, "ns", "db", 2)
 DEPLOY = Owner(OwnerKind.DEPLOYMENT, "ns", "web")
 
@@ -18,16 +18,16 @@ DEPLOY = Owner(OwnerKind.DEPLOYMENT, "ns", "web")
         (P, Owner(OwnerKind.POD, "ns", "p"), None, 1, False),
         (P, Owner(OwnerKind.POOL, "", "shared"), None, 1, True),
         (N, Owner(OwnerKind.POD, "ns", "p"), None, 1, True),
-        (I, STS, WorkloadState(3), 3, True),
-        (I, STS, WorkloadState(2), 3, False),  # ordinal 2 >= replicas 2: scaled down
+        (IM, STS, WorkloadState(3), 3, True),
+        (IM, STS, WorkloadState(2), 3, False),  # ordinal 2 >= replicas 2: scaled down
         (N, STS, WorkloadState(2), 3, True),
-        (I, STS, None, 3, False),
+        (IM, STS, None, 3, False),
         (N, STS, None, 3, True),
-        (I, DEPLOY, WorkloadState(3), 3, True),
-        (I, DEPLOY, WorkloadState(3), 4, False),  # surge surplus
+        (IM, DEPLOY, WorkloadState(3), 3, True),
+        (IM, DEPLOY, WorkloadState(3), 4, False),  # surge surplus
         (N, DEPLOY, WorkloadState(3), 4, False),
         (N, DEPLOY, WorkloadState(3), 2, True),
-        (I, DEPLOY, None, 3, False),
+        (IM, DEPLOY, None, 3, False),
         (N, DEPLOY, None, 3, True),
     ],
 )

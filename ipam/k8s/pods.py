@@ -1,0 +1,76 @@
+"""The pod watcher: keeps the extender's caches current and, on the leader, releases addresses
+of deleted pods by their release policy (the reconciler catches whatever it misses)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
+from ipam.errors import IpamError
+from ipam.services.allocation import Actor
+from ipam.services.leadership import Leadership
+from ipam.services.placement_state import Promises, RecentPods
+from ipam.services.pod_lifecycle import PodLifecycle
+
+log = logging.getLogger(__name__)
+ACTOR = Actor("pod-watcher")
+
+
+class PodController:
+    def __init__(self, promises: Promises, recent: RecentPods, lifecycle: PodLifecycle,
+                 leadership: Leadership | None) -> None:
+        self.promises = promises
+        self.recent = recent
+        self.lifecycle = lifecycle
+        self.leadership = leadership
+        self.pods: dict[str, PodFacts] = {}
+        self.released = 0
+
+    def lookup(self, namespace: str, name: str) -> PodFacts | None:
+        return self.pods.get(f"{namespace}/{name}")
+
+    async def on_sync(self, items: list[dict[str, Any]]) -> None:
+        pods: dict[str, PodFacts] = {}
+        for item in items:
+            try:
+                pod = pod_facts(item)
+            except PodShapeError:
+                continue
+            pods[pod.key] = pod
+            if pod.node_name is not None:
+                self.promises.drop(pod.uid)
+        self.pods = pods
+
+    async def on_event(self, etype: str, obj: dict[str, Any]) -> None:
+        try:
+            pod = pod_facts(obj)
+        except PodShapeError:
+            return
+        if etype == "DELETED":
+            current = self.pods.get(pod.key)
+            if current is not None and current.uid == pod.uid:
+                del self.pods[pod.key]
+            self.promises.drop(pod.uid)
+            self.recent.forget(pod.uid)
+            await self._released(pod)
+            return
+        self.pods[pod.key] = pod
+        if pod.node_name is not None:
+            self.promises.drop(pod.uid)
+
+    async def _released(self, pod: PodFacts) -> None:
+        if not pod.managed:
+            return
+        if self.leadership is not None and not await self.leadership.confirm():
+            return
+        try:
+            decision, rows = await self.lifecycle.pod_gone(pod.uid, actor=ACTOR)
+        except IpamError as exc:
+            log.warning("release for deleted pod %s deferred to the reconciler: %s",
+                        pod.key, exc.message)
+            return
+        if decision is not None:
+            self.released += 1
+            log.info("pod %s deleted: %s %s", pod.key, "kept" if decision.keep else "freed",
+                     ", ".join(str(r.address) for r in rows))

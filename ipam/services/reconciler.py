@@ -1,0 +1,216 @@
+"""One reconciliation pass: compare what PostgreSQL holds with the pods that exist.
+
+It finds (and, when applying, repairs):
+
+* ``pod_gone``: an address allocated to a pod UID that no longer exists (deleted while the
+  watch was down, or its DELETED event was lost). Keyed on UID: a new pod with the same name
+  is not the old one. Freed or kept by the pod's release policy.
+* ``never_bound``: an address reserved at bind time for a pod that still has no node after
+  the grace period (the process died between reservation and Binding). Freed.
+* ``unknown_to_database``: a running pod whose galaxy annotation names an address PostgreSQL
+  does not hold for it. Adopted when the address is free, reported otherwise.
+* ``kept_expired``: a kept address unused for longer than its TTL. Freed.
+* ``owner_gone``: a kept address of an ``immutable`` owner that no longer exists. Freed.
+
+The database snapshot is read before the pod list, so a row can only look orphaned if its pod
+was gone when the list was taken; rows touched within the grace period are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ipam.engine.galaxy_args import annotated_addresses
+from ipam.engine.pod import PodFacts
+from ipam.engine.release_decision import kept_expired
+from ipam.engine.release_policy import OwnerKind, owner_from_key
+from ipam.errors import IpamError
+from ipam.services.allocation import Actor, Allocator
+from ipam.services.placement_state import PoolCatalog
+from ipam.services.pod_lifecycle import PodLifecycle, WorkloadReader
+from ipam.settings import ReconcilerSettings
+from ipam.storage.database import Database
+from ipam.storage.records import AddressRecord
+
+log = logging.getLogger(__name__)
+ACTOR = Actor("reconciler")
+
+
+class PodLister(Protocol):
+    async def list_pods(self) -> list[PodFacts]: ...
+
+
+@dataclass(slots=True)
+class Finding:
+    kind: str
+    address: str
+    pod: str | None = None
+    pod_uid: str | None = None
+    owner: str | None = None
+    action: str = "none"
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    applied: bool
+    started_at: str = ""
+    duration_seconds: float = 0.0
+    rows_seen: int = 0
+    pods_seen: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def repairs(self) -> int:
+        return sum(1 for f in self.findings if f.action not in ("none", "skipped"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["repairs"] = self.repairs
+        return out
+
+
+class Reconciler:
+    def __init__(self, db: Database, allocator: Allocator, lifecycle: PodLifecycle,
+                 workloads: WorkloadReader, pods: PodLister, catalog: PoolCatalog,
+                 settings: ReconcilerSettings) -> None:
+        self.db = db
+        self.allocator = allocator
+        self.lifecycle = lifecycle
+        self.workloads = workloads
+        self.pods = pods
+        self.catalog = catalog
+        self.settings = settings
+        self.last_report: Report | None = None
+        self.runs = 0
+
+    async def run_pass(self, *, apply: bool) -> Report:
+        report = Report(applied=apply, started_at=datetime.now(UTC).isoformat())
+        began = time.monotonic()
+        try:
+            async with self.db.transaction() as store:
+                rows = await store.addresses.taken_rows()
+                now = await store.addresses.now()
+            pods = await self.pods.list_pods()
+            await self._examine(report, rows, pods, now, apply)
+        except IpamError as exc:
+            report.error = exc.message
+            log.warning("reconciler pass failed: %s", exc.message)
+        report.duration_seconds = round(time.monotonic() - began, 4)
+        self.last_report = report
+        self.runs += 1
+        return report
+
+    async def _examine(self, report: Report, rows: Sequence[AddressRecord],
+                       pods: Sequence[PodFacts], now: datetime, apply: bool) -> None:
+        report.rows_seen, report.pods_seen = len(rows), len(pods)
+        by_uid = {p.uid: p for p in pods}
+        grace = now - timedelta(seconds=self.settings.grace_seconds)
+        unbound_grace = now - timedelta(seconds=self.settings.unbound_grace_seconds)
+        done: set[str] = set()
+        owner_alive: dict[str, bool] = {}
+        for row in rows:
+            if row.state == "allocated" and row.pod_uid and row.pod_uid not in done:
+                pod = by_uid.get(row.pod_uid)
+                if pod is None and row.updated_at < grace:
+                    done.add(row.pod_uid)
+                    await self._pod_gone(report, row, grace, apply)
+                elif (pod is not None and pod.node_name is None and not pod.deleting
+                      and row.updated_at < unbound_grace):
+                    done.add(row.pod_uid)
+                    await self._never_bound(report, row, unbound_grace, apply)
+            elif row.state == "kept":
+                await self._kept(report, row, now, owner_alive, apply)
+        await self._unknown(report, rows, pods, apply)
+
+    async def _pod_gone(self, report: Report, row: AddressRecord, grace: datetime,
+                        apply: bool) -> None:
+        finding = Finding("pod_gone", str(row.address), f"{row.pod_namespace}/{row.pod_name}",
+                          row.pod_uid, row.owner_key)
+        report.findings.append(finding)
+        if not apply:
+            return
+        assert row.pod_uid is not None
+        try:
+            decision, changed = await self.lifecycle.pod_gone(row.pod_uid, actor=ACTOR,
+                                                              stale_before=grace)
+        except IpamError as exc:
+            finding.action, finding.detail = "skipped", exc.message
+            return
+        if decision is None:
+            finding.action, finding.detail = "skipped", "changed since the snapshot"
+        else:
+            finding.action = "kept" if decision.keep else "released"
+            finding.detail = f"{decision.reason} ({len(changed)} address(es))"
+
+    async def _never_bound(self, report: Report, row: AddressRecord, stale: datetime,
+                           apply: bool) -> None:
+        finding = Finding("never_bound", str(row.address), f"{row.pod_namespace}/{row.pod_name}",
+                          row.pod_uid, row.owner_key,
+                          detail="reserved at bind, but the pod has no node")
+        report.findings.append(finding)
+        if not apply:
+            return
+        assert row.pod_uid is not None
+        released = await self.allocator.release_stale_unbound(row.pod_uid, stale, actor=ACTOR)
+        finding.action = "released" if released else "skipped"
+
+    async def _kept(self, report: Report, row: AddressRecord, now: datetime,
+                    owner_alive: dict[str, bool], apply: bool) -> None:
+        key = row.owner_key or ""
+        idle = (now - row.kept_since).total_seconds() if row.kept_since else 0.0
+        kind = ""
+        if kept_expired(row.kept_ttl_seconds, idle):
+            kind = "kept_expired"
+        elif row.policy == "immutable":
+            owner = owner_from_key(key)
+            if owner.kind in (OwnerKind.STATEFULSET, OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
+                if key not in owner_alive:
+                    try:
+                        owner_alive[key] = await self.workloads.workload(owner) is not None
+                    except IpamError:
+                        owner_alive[key] = True  # cannot tell: keep
+                if not owner_alive[key]:
+                    kind = "owner_gone"
+        if not kind:
+            return
+        finding = Finding(kind, str(row.address), owner=key,
+                          detail=f"kept {idle:.0f}s" if kind == "kept_expired" else
+                          "immutable owner deleted")
+        report.findings.append(finding)
+        if apply:
+            freed = await self.allocator.release_kept(row.address, key, actor=ACTOR,
+                                                      reason=finding.detail)
+            finding.action = "released" if freed else "skipped"
+
+    async def _unknown(self, report: Report, rows: Sequence[AddressRecord],
+                       pods: Sequence[PodFacts], apply: bool) -> None:
+        held = {(r.pod_uid, r.address) for r in rows if r.state == "allocated"}
+        for pod in pods:
+            if pod.node_name is None or pod.terminated or pod.deleting or not pod.managed:
+                continue
+            for address in annotated_addresses(pod):
+                if (pod.uid, address) in held:
+                    continue
+                finding = Finding("unknown_to_database", str(address), pod.key, pod.uid,
+                                  detail="the pod runs with it; PostgreSQL does not hold it")
+                report.findings.append(finding)
+                if not apply:
+                    continue
+                pool = next((p for p in self.catalog.pools if any(address in r for r in p.ranges)),
+                            None)
+                if pool is None:
+                    finding.action, finding.detail = "skipped", "address is in no pool"
+                    continue
+                try:
+                    await self.allocator.adopt(pod, address, pool, actor=ACTOR,
+                                               reason="running pod's address was unknown")
+                    finding.action = "adopted"
+                except IpamError as exc:
+                    finding.action, finding.detail = "conflict", exc.message
