@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ipam import __version__
-from ipam.api import errors, extender, health, pools
+from ipam.api import errors, extender, health, pools, reconciler
 from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
 from ipam.k8s.client import KubeClient
@@ -187,4 +187,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.include_router(health.router)
     app.include_router(extender.router)
     app.include_router(pools.router)
+    app.include_router(reconciler.router)
     return app

@@ -135,6 +135,69 @@ def pools_list() -> None:
     typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 
+@app.command()
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Apply the repairs.")] = False,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json")] = "table",
+) -> None:
+    """Compare PostgreSQL with the cluster's pods; print what is wrong (and fix it: --repair).
+
+    Exit 0 when nothing was found (or everything found was repaired), 3 when problems remain.
+    """
+    from ipam.app import start_runtime
+    from ipam.k8s.client import KubeClient
+    from ipam.k8s.workloads import KubeWorkloads
+    from ipam.services.pod_lifecycle import PodLifecycle
+    from ipam.services.reconciler import Reconciler, Report
+
+    settings = get_settings()
+
+    async def run() -> Report:
+        runtime = await start_runtime(settings)
+        kube = KubeClient.from_settings(settings)
+        try:
+            workloads = KubeWorkloads(kube)
+            reconciler = Reconciler(runtime.db, runtime.allocator,
+                                    PodLifecycle(runtime.allocator, workloads), workloads,
+                                    workloads, runtime.catalog, settings.reconciler)
+            return await reconciler.run_pass(apply=repair)
+        finally:
+            kube.close()
+            await runtime.db.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except IpamError as exc:
+        raise _fail(exc) from None
+    if output == "json":
+        typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_report(report)
+    if report.error:
+        err.print(f"[red]error:[/red] {report.error}")
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    open_items = [f for f in report.findings if f.action in ("none", "skipped", "conflict")]
+    raise typer.Exit(EXIT_CONFLICT if open_items else 0)
+
+
+def _print_report(report: object) -> None:
+    from rich.table import Table
+
+    from ipam.services.reconciler import Report
+
+    assert isinstance(report, Report)
+    out = Console()
+    mode = "repair" if report.applied else "check (nothing changed)"
+    out.print(f"{mode}: {report.rows_seen} addresses, {report.pods_seen} pods, "
+              f"{len(report.findings)} finding(s), {report.duration_seconds:.2f}s")
+    if not report.findings:
+        return
+    table = Table("KIND", "ADDRESS", "POD", "OWNER", "ACTION", "DETAIL")
+    for f in report.findings:
+        table.add_row(f.kind, f.address, f.pod or "", f.owner or "", f.action, f.detail)
+    out.print(table)
+
+
 def _read(path: Path) -> str:
     try:
         if path.stat().st_size > 16 * 1024 * 1024:

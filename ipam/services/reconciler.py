@@ -11,6 +11,9 @@ It finds (and, when applying, repairs):
   does not hold for it. Adopted when the address is free, reported otherwise.
 * ``kept_expired``: a kept address unused for longer than its TTL. Freed.
 * ``owner_gone``: a kept address of an ``immutable`` owner that no longer exists. Freed.
+* ``missing_resource``: a pod that names the fixed-IP network but does not request
+  ``tke.cloud.tencent.com/eni-ip``, so the scheduler never sent it to us and its CNI will fail
+  (galaxy says "neither ipInfo from cni args nor ipam type from netconf"). Reported only.
 
 The database snapshot is read before the pod list, so a row can only look orphaned if its pod
 was gone when the list was taken; rows touched within the grace period are left alone.
@@ -26,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ipam.engine.galaxy_args import annotated_addresses
-from ipam.engine.pod import PodFacts
+from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
 from ipam.engine.release_decision import kept_expired
 from ipam.engine.release_policy import OwnerKind, owner_from_key
 from ipam.errors import IpamError
@@ -193,6 +196,13 @@ class Reconciler:
                        pods: Sequence[PodFacts], apply: bool) -> None:
         held = {(r.pod_uid, r.address) for r in rows if r.state == "allocated"}
         for pod in pods:
+            if pod.wants_fixed_ip_network and not pod.managed and not pod.terminated:
+                report.findings.append(Finding(
+                    "missing_resource", "", pod.key, pod.uid,
+                    detail=f"annotates {NETWORKS_ANNOTATION}="
+                           f"{pod.annotations.get(NETWORKS_ANNOTATION)!r} but requests no "
+                           f"{ENI_IP_RESOURCE}; add '{ENI_IP_RESOURCE}: \"1\"' to the "
+                           "container's resources.requests and resources.limits"))
             if pod.node_name is None or pod.terminated or pod.deleting or not pod.managed:
                 continue
             for address in annotated_addresses(pod):

@@ -1,0 +1,22 @@
+"""The reconciler's last report, for operators and ``ipam check`` against a running service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from ipam.errors import NotFound
+
+router = APIRouter(prefix="/v1", tags=["reconciler"])
+
+
+@router.get("/reconciler/report")
+async def last_report(request: Request) -> dict[str, Any]:
+    """What the last pass found and did (404 before the first pass on this replica)."""
+    reconciler = request.app.state.runtime.extras.get("reconciler")
+    report = reconciler.last_report if reconciler is not None else None
+    if report is None:
+        raise NotFound("no reconciler pass has run on this replica yet")
+    result: dict[str, Any] = report.to_dict()
+    return result
