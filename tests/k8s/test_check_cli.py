@@ -50,8 +50,8 @@ async def test_check_reports_then_repair_fixes(
     gone["metadata"]["uid"] = "gone-uid"
     await Allocator(db).allocate(pod_facts(gone), routable(await service.current(), "10.10.100.1"),
                                  node="node-0", actor=Actor("test"))
-    fake_apiserver.create("pods", make_pod(
-        "no-resource", eni_ips=None, annotations={"k8s.v1.cni.cncf.io/networks": "galaxy-k8s-vlan"}))
+    networks = {"k8s.v1.cni.cncf.io/networks": "galaxy-k8s-vlan"}
+    fake_apiserver.create("pods", make_pod("no-resource", eni_ips=None, annotations=networks))
 
     code, out = await invoke(cli_env, "check", "-o", "json")
     assert code == 3, out
