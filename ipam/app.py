@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ipam import __version__
-from ipam.api import errors, extender, health, pools, reconciler
+from ipam.api import errors, extender, health, metrics, pools, reconciler
 from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
 from ipam.k8s.client import KubeClient
@@ -28,6 +28,8 @@ from ipam.k8s.informer import Informer
 from ipam.k8s.nodes import NodeController
 from ipam.k8s.pods import PodController
 from ipam.k8s.workloads import KubeWorkloads
+from ipam.logs import RequestIdMiddleware
+from ipam.metrics import Metric, counter, gauge
 from ipam.services.allocation import Actor
 from ipam.services.leadership import Leadership
 from ipam.services.pod_lifecycle import PodLifecycle
@@ -133,6 +135,37 @@ class Background:
             if self.leadership is None or await self.leadership.confirm():
                 await self.reconciler.run_pass(apply=True)
 
+    def collect(self) -> list[Metric]:
+        """Scrape-time gauges: pool usage, watches, reconciler, leadership, DB pool."""
+        rt = self.runtime
+        usage = rt.extras.get("usage") or []
+        pools = gauge("ipam_pool_addresses", "Addresses per pool, VLAN and state.",
+                      ["pool", "vlan", "state"], (
+                          ([u.pool.name, str(u.pool.vlan or 0), state], float(value))
+                          for u in usage for state, value in (
+                              ("allocated", u.allocated), ("kept", u.kept),
+                              ("reserved", u.reserved), ("free", u.free))))
+        watches = self.informers
+        up = gauge("ipam_watch_up", "1 while the watch of a resource is established.",
+                   ["resource"], (([i.name], float(rt.readiness.conditions.get(
+                       f"watch:{i.name}", (False, ""))[0])) for i in watches))
+        restarts = counter("ipam_watch_restarts", "Watch restarts (410 re-lists and errors).",
+                           ["resource"], (([i.name], float(i.stats.restarts)) for i in watches))
+        out = [pools, up, restarts,
+               gauge("ipam_filter_promises", "Pods promised an address at filter, not bound.",
+                     [], [([], float(len(rt.promises)))]),
+               gauge("ipam_db_connections_in_use", "Database connections checked out.", [],
+                     [([], float(rt.db.connections_in_use()))])]
+        if self.reconciler is not None:
+            out.append(counter("ipam_reconciler_runs", "Reconciler passes.", [],
+                               [([], float(self.reconciler.runs))]))
+            out.append(counter("ipam_reconciler_repairs", "Repairs by finding kind.", ["kind"],
+                               (([k], float(v)) for k, v in self.reconciler.repairs.items())))
+        if self.leadership is not None:
+            out.append(gauge("ipam_leader", "1 on the replica running the controllers.", [],
+                             [([], float(self.leadership.is_leader))]))
+        return out
+
     def _start(self, informer: Informer) -> None:
         self.runtime.readiness.set(f"watch:{informer.name}", False, "not synced yet")
         self.informers.append(informer)
@@ -171,6 +204,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.state.runtime = rt
         background = Background(rt)
         await background.start()
+        if "metrics_state" not in rt.extras:
+            rt.metrics.add_state(background.collect)
+            rt.extras["metrics_state"] = background
         try:
             yield
         finally:
@@ -183,8 +219,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     if runtime is not None:
         app.state.runtime = runtime
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(extender.router)
     app.include_router(pools.router)
     app.include_router(reconciler.router)

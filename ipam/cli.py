@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.console import Console
 
 from ipam import __version__
 from ipam.errors import IpamError
+from ipam.logs import configure as configure_logging
 from ipam.settings import get_settings
 
 app = typer.Typer(help="Fixed-IP manager for Kubernetes (galaxy-ipam compatible).",
@@ -56,10 +56,10 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that a normal exit so atexit
     # hooks (stopping an embedded PostgreSQL) run and the exit code is 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, json_format=settings.log_json)
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+                log_level=settings.log_level.lower(), log_config=None, access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
 
 
 @app.command("migrate")

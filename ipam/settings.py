@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     #: Largest request body accepted, in bytes (a 5,000-node full-object filter is ~20 MB).
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
+    #: One JSON object per log line (with the request id); false for plain text.
+    log_json: bool = True
+    #: On SIGTERM: stop accepting, let in-flight binds finish for up to this long.
+    shutdown_grace_seconds: int = Field(20, ge=0)
     #: Kubernetes: in-cluster config when both are empty; else this kubeconfig file, or a plain
     #: API server URL without auth (local fake API servers in tests and benchmarks).
     kubeconfig: Path | None = None

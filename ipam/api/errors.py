@@ -1,11 +1,19 @@
-"""Maps the ``IpamError`` tree to ``{"error": {code, message, details}}`` once, for every route."""
+"""Maps the ``IpamError`` tree to ``{"error": {code, message, details}}`` once, for every route.
+
+A path no route serves answers 404 with code ``route_not_found``, never ``not_found``: the CNI
+plugin must tell a wrong ``ipam.url`` from "this pod has no address". The pydantic models
+here put the same envelope into the OpenAPI document, so clients and schema-driven tests see
+what the service really sends.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from ipam.api.responses import OrjsonResponse
@@ -14,22 +22,65 @@ from ipam.errors import IpamError
 log = logging.getLogger(__name__)
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, conflict.")
+    message: str = Field(description="What went wrong, for a person.")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Structured context; validation errors list "
+                                          "`fields` as [{field, message}].")
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of the REST API."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid bearer token",
+    403: "The token's role does not allow this",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    422: "Invalid input; `details.fields` names each bad field",
+    503: "A dependency (database, API server) is unavailable; retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status documented with the error envelope."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS.get(s, "Error")}
+            for s in statuses}
+
+
 def error_body(code: str, message: str, **details: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "details": details}}
+
+
+def validation_fields(exc: RequestValidationError) -> list[dict[str, str]]:
+    """``[{"field": "query.limit", "message": ...}]``; body fields without the ``body.``."""
+    return [
+        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+         "message": err.get("msg", "")}
+        for err in exc.errors()
+    ]
+
+
+def headers_for(exc: IpamError) -> dict[str, str] | None:
+    if exc.status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="ipam"'}
+    return None
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(IpamError)
     async def _ipam(_: Request, exc: IpamError) -> OrjsonResponse:
-        return OrjsonResponse(exc.to_dict(), status_code=exc.status)
+        return OrjsonResponse(exc.to_dict(), status_code=exc.status, headers=headers_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> OrjsonResponse:
-        fields = [
-            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
-             "message": err.get("msg", "")}
-            for err in exc.errors()
-        ]
+        fields = validation_fields(exc)
         first = fields[0] if fields else {"field": "", "message": "invalid request"}
         return OrjsonResponse(
             error_body("invalid", f"{first['field']}: {first['message']}", fields=fields),
@@ -37,8 +88,15 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> OrjsonResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    async def _http(request: Request, exc: HTTPException) -> OrjsonResponse:
+        if exc.status_code == 404:
+            # Routing found nothing (no route raises HTTPException(404) on purpose).
+            return OrjsonResponse(
+                error_body("route_not_found",
+                           f"no route {request.method} {request.url.path}; the API is under "
+                           "/v1, see /docs", method=request.method, path=request.url.path),
+                status_code=404)
+        codes = {405: "method_not_allowed", 413: "too_large"}
         return OrjsonResponse(
             error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
             status_code=exc.status_code, headers=getattr(exc, "headers", None),

@@ -10,6 +10,7 @@ which fails just this scheduling attempt; "no node fits" is a 200 with ``FailedN
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from ipam.api.responses import OrjsonResponse
 from ipam.engine.node import internal_ip, node_name
 from ipam.engine.pod import PodShapeError, pod_facts
 from ipam.errors import IpamError
+from ipam.logs import request_id as current_request_id
 from ipam.services.placement import Candidate, Placement
 
 log = logging.getLogger(__name__)
@@ -77,14 +79,29 @@ def _bad_request(message: str) -> OrjsonResponse:
     return OrjsonResponse({"Error": message}, status_code=400)
 
 
+Outcome = tuple[OrjsonResponse, str]
+
+
+def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> OrjsonResponse:
+    response, label = outcome
+    request.app.state.runtime.metrics.extender_seconds.labels(verb, label).observe(
+        time.perf_counter() - started)
+    return response
+
+
 @router.post("/filter")
 async def filter_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
+    started = time.perf_counter()
+    return _observe(request, "filter", started, await _filter(request))
+
+
+async def _filter(request: Request) -> Outcome:
     placement = _placement(request)
     try:
         pod, candidates, items = _args(await _body(request), placement)
     except WireError as exc:
-        return _bad_request(str(exc))
+        return _bad_request(str(exc)), "bad_request"
     if not pod.managed:
         passed, failed, unresolvable = [c.name for c in candidates], {}, None
     else:
@@ -93,7 +110,8 @@ async def filter_nodes(request: Request) -> OrjsonResponse:
         except IpamError as exc:
             log.warning("filter %s failed: %s", pod.key, exc.message)
             return OrjsonResponse({"Nodes": None, "NodeNames": None, "FailedNodes": None,
-                                   "FailedAndUnresolvableNodes": None, "Error": exc.message})
+                                   "FailedAndUnresolvableNodes": None,
+                                   "Error": exc.message}), "error"
         passed, failed, unresolvable = outcome.passed, outcome.failed, outcome.unresolvable
     if items is None:
         nodes_out, names_out = None, passed
@@ -102,46 +120,56 @@ async def filter_nodes(request: Request) -> OrjsonResponse:
         nodes_out = {"metadata": {}, "items": [i for i in items if node_name(i) in keep]}
         names_out = None
     return OrjsonResponse({"Nodes": nodes_out, "NodeNames": names_out, "FailedNodes": failed,
-                           "FailedAndUnresolvableNodes": unresolvable, "Error": ""})
+                           "FailedAndUnresolvableNodes": unresolvable, "Error": ""}), "ok"
 
 
 @router.post("/prioritize")
 async def prioritize_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
+    started = time.perf_counter()
+    return _observe(request, "prioritize", started, await _prioritize(request))
+
+
+async def _prioritize(request: Request) -> Outcome:
     placement = _placement(request)
     try:
         pod, candidates, _ = _args(await _body(request), placement)
     except WireError as exc:
-        return _bad_request(str(exc))
+        return _bad_request(str(exc)), "bad_request"
     if not pod.managed:
-        return OrjsonResponse([{"Host": c.name, "Score": 0} for c in candidates])
+        return OrjsonResponse([{"Host": c.name, "Score": 0} for c in candidates]), "ok"
     try:
         scores = await placement.prioritize(pod, candidates)
     except IpamError as exc:
-        # A HostPriorityList has no Error field; a non-200 fails the attempt visibly.
-        return OrjsonResponse({"Error": exc.message}, status_code=503)
-    return OrjsonResponse([{"Host": host, "Score": score} for host, score in scores])
+        # A HostPriorityList has no Error field; the scheduler ignores a failed prioritize.
+        return OrjsonResponse({"Error": exc.message}, status_code=503), "error"
+    return OrjsonResponse([{"Host": host, "Score": score} for host, score in scores]), "ok"
 
 
 @router.post("/bind")
 async def bind_pod(request: Request) -> OrjsonResponse:
     """ExtenderBindingArgs in, ExtenderBindingResult (``{"Error": ""}``) out."""
+    started = time.perf_counter()
+    return _observe(request, "bind", started, await _bind(request))
+
+
+async def _bind(request: Request) -> Outcome:
     try:
         doc = await _body(request)
     except WireError as exc:
-        return _bad_request(str(exc))
+        return _bad_request(str(exc)), "bad_request"
     fields = {}
     for key in ("PodName", "PodNamespace", "PodUID", "Node"):
         value = doc.get(key)
         if not isinstance(value, str) or not value:
-            return _bad_request(f"{key} must be a non-empty string")
+            return _bad_request(f"{key} must be a non-empty string"), "bad_request"
         fields[key] = value
     try:
         await _placement(request).bind(
             fields["PodNamespace"], fields["PodName"], fields["PodUID"], fields["Node"],
-            request_id=request.headers.get("x-request-id"))
+            request_id=current_request_id.get())
     except IpamError as exc:
         log.warning("bind %s/%s to %s failed: %s", fields["PodNamespace"], fields["PodName"],
                     fields["Node"], exc.message)
-        return OrjsonResponse({"Error": exc.message})
-    return OrjsonResponse({"Error": ""})
+        return OrjsonResponse({"Error": exc.message}), "error"
+    return OrjsonResponse({"Error": ""}), "ok"

@@ -92,6 +92,8 @@ class Reconciler:
         self.settings = settings
         self.last_report: Report | None = None
         self.runs = 0
+        #: Repairs by finding kind over the process lifetime (a metric).
+        self.repairs: dict[str, int] = {}
 
     async def run_pass(self, *, apply: bool) -> Report:
         report = Report(applied=apply, started_at=datetime.now(UTC).isoformat())
@@ -106,6 +108,9 @@ class Reconciler:
             report.error = exc.message
             log.warning("reconciler pass failed: %s", exc.message)
         report.duration_seconds = round(time.monotonic() - began, 4)
+        for finding in report.findings:
+            if finding.action not in ("none", "skipped", "conflict"):
+                self.repairs[finding.kind] = self.repairs.get(finding.kind, 0) + 1
         self.last_report = report
         self.runs += 1
         return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipam.metrics import Metrics
 from ipam.services.allocation import Allocator
 from ipam.services.placement import Placement
 from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
@@ -33,6 +34,7 @@ class Runtime:
     nodes: NodeDirectory
     promises: Promises
     placement: Placement
+    metrics: Metrics = field(default_factory=Metrics)
     readiness: Readiness = field(default_factory=Readiness)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -44,8 +46,11 @@ class Runtime:
         nodes = NodeDirectory()
         promises = Promises(settings.promise_ttl_seconds)
         placement = Placement(db, allocator, catalog, nodes, promises, RecentPods())
+        metrics = Metrics()
+        allocator.listeners.append(metrics.on_address_change)
         return cls(settings=settings, db=db, allocator=allocator, pools=PoolConfigService(db),
-                   catalog=catalog, nodes=nodes, promises=promises, placement=placement)
+                   catalog=catalog, nodes=nodes, promises=promises, placement=placement,
+                   metrics=metrics)
 
     async def health_checks(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}

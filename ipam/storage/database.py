@@ -89,6 +89,10 @@ class Database:
             value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
             return str(value) if value is not None else None
 
+    def connections_in_use(self) -> int:
+        checked = getattr(self.engine.pool, "checkedout", None)
+        return int(checked()) if callable(checked) else 0
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 

@@ -1,0 +1,150 @@
+"""Who is calling and which request this is: bearer-token roles, request ids, extender TLS.
+
+REST routes declare the roles they accept with the ``Annotated`` aliases below (``Reader``,
+``Admin``, ``PodReader``, ``CniReporter``); a missing or unknown token is 401, a known token
+of another role 403. The token store comes from ``app.state.tokens`` or, on first use, from
+the settings (``auth_tokens_path``). The extender endpoints carry no token (kube-scheduler
+cannot send one): they are protected by serving them on their own listener, optionally with
+TLS and client certificates (``extender_tls_options``).
+
+Every request gets an id: ``X-Request-Id`` when the caller sent a sane one, else a fresh
+one. ``RequestIdMiddleware`` echoes it in the response; audit rows carry it.
+"""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ipam.errors import Forbidden, Unauthorized
+from ipam.services.access import Principal, Role, TokenStore
+from ipam.services.allocation import Actor
+
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID = 128
+
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="A token from the service's token file: role read, cni or admin.")
+
+
+def _sane_request_id(value: str | None) -> str | None:
+    if value and len(value) <= MAX_REQUEST_ID and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+class RequestIdMiddleware:
+    """Assigns each HTTP request an id (the caller's ``X-Request-Id`` if sane) and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode())
+        rid = _sane_request_id(sent.decode("latin-1") if sent else None) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(request: Request) -> str:
+    """The id ``RequestIdMiddleware`` assigned, or the header, or a fresh one."""
+    rid: str | None = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = _sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        request.state.request_id = rid
+    return rid
+
+
+def token_store(request: Request) -> TokenStore:
+    store: TokenStore | None = getattr(request.app.state, "tokens", None)
+    if store is None:
+        settings = request.app.state.runtime.settings
+        path = getattr(settings, "auth_tokens_path", None)
+        store = TokenStore(Path(path) if path is not None else None,
+                           reload_seconds=float(getattr(settings, "auth_reload_seconds", 5.0)))
+        request.app.state.tokens = store
+    return store
+
+
+def _require(*roles: Role) -> Any:
+    allowed = frozenset(roles) | {Role.ADMIN}
+    names = " or ".join(sorted(r.value for r in allowed))
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        store = token_store(request)
+        if not store.enabled:
+            principal = store.authenticate("")
+            assert principal is not None
+        else:
+            if credentials is None:
+                raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+            found = store.authenticate(credentials.credentials)
+            if found is None:
+                raise Unauthorized("invalid bearer token")
+            principal = found
+        if principal.role not in allowed:
+            raise Forbidden(f"token {principal.name!r} has role {principal.role.value}; "
+                            f"this needs {names}", role=principal.role.value,
+                            needs=sorted(r.value for r in allowed))
+        request.state.principal = principal
+        return principal
+
+    return Depends(dependency)
+
+
+#: Operator reads: addresses, pools, audit.
+Reader = Annotated[Principal, _require(Role.READ)]
+#: Mutations.
+Admin = Annotated[Principal, _require(Role.ADMIN)]
+#: A pod's allocation: the CNI plugin, and anyone who may read.
+PodReader = Annotated[Principal, _require(Role.CNI, Role.READ)]
+#: The CNI plugin's DEL report.
+CniReporter = Annotated[Principal, _require(Role.CNI)]
+
+
+def actor_of(request: Request, principal: Principal) -> Actor:
+    """The audit actor of this request: the token's name and the request id."""
+    return Actor(principal.actor, request_id=request_id(request))
+
+
+def extender_tls_options(settings: object) -> dict[str, Any]:
+    """uvicorn keyword arguments serving the extender with TLS, from the settings.
+
+    ``extender_tls_cert`` and ``extender_tls_key`` turn TLS on; ``extender_tls_client_ca``
+    additionally requires kube-scheduler to present a certificate signed by that CA
+    (KubeSchedulerConfiguration ``tlsConfig.certFile``/``keyFile``).
+    """
+    cert = getattr(settings, "extender_tls_cert", None)
+    key = getattr(settings, "extender_tls_key", None)
+    client_ca = getattr(settings, "extender_tls_client_ca", None)
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ValueError("extender_tls_client_ca needs extender_tls_cert and _key")
+        return {}
+    if cert is None or key is None:
+        raise ValueError("set both extender_tls_cert and extender_tls_key")
+    options: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    if client_ca is not None:
+        options.update(ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options

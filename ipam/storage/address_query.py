@@ -1,0 +1,233 @@
+"""Operator reads of ``addresses``: filtered keyset pages, usage per range, galaxy's listing.
+
+Rows exist only for addresses that were handed out or materialised (docs/design.md), so a
+page that may contain free addresses is built by walking the configured ranges in address
+order and merging in the rows of that window: every configured address is listed exactly
+once, free or not, whatever is allocated or released while a client pages through. Pages
+that can only hold taken addresses (a state other than free, or a node/namespace/owner
+filter) are plain keyset scans of the rows. Either way the cursor is the last address.
+
+Also the SQL of galaxy's named pools (``named_pools``: the size and pre-allocation flag
+galaxy's ``/v1/pool`` API records; the addresses themselves are ``pool/<name>`` rows).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ipam.engine.ip_ranges import IPAddress, IPNetwork, to_address
+from ipam.storage.address_repository import _COLUMNS, to_record
+from ipam.storage.pool_repository import PoolRepository
+from ipam.storage.records import AddressRecord, PoolRecord
+
+#: Addresses examined per round trip when free ones may be listed.
+WINDOW = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFilter:
+    pool: str | None = None
+    subnet: IPNetwork | None = None
+    node: str | None = None
+    namespace: str | None = None
+    #: Exact owner key, or a prefix when it ends with ``*`` (``sts/db/mysql/*``).
+    owner: str | None = None
+    state: str | None = None
+
+    @property
+    def taken_only(self) -> bool:
+        """Whether only rows that are not free can match (no range walk needed)."""
+        return (self.state not in (None, "free") or self.node is not None
+                or self.namespace is not None or self.owner is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class FreeSlot:
+    """A configured address without a row: free, never handed out (or not since import)."""
+
+    pool: PoolRecord
+    address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPool:
+    name: str
+    size: int
+    pre_allocate_ip: bool
+    updated_at: datetime
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    version: int
+    first: int
+    last: int
+    pool: PoolRecord
+
+
+def _spans(pools: Sequence[PoolRecord], subnet: IPNetwork | None) -> list[_Span]:
+    spans = []
+    for pool in pools:
+        for rng in pool.ranges:
+            first, last = rng.first, rng.last
+            if subnet is not None:
+                if subnet.version != rng.version:
+                    continue
+                first = max(first, int(subnet.network_address))
+                last = min(last, int(subnet.broadcast_address))
+                if first > last:
+                    continue
+            spans.append(_Span(rng.version, first, last, pool))
+    spans.sort(key=lambda s: (s.version, s.first))
+    return spans
+
+
+def _window(spans: Sequence[_Span], after: IPAddress | None, count: int
+            ) -> list[tuple[IPAddress, PoolRecord]]:
+    """Up to ``count`` configured addresses after ``after``, in (family, address) order."""
+    out: list[tuple[IPAddress, PoolRecord]] = []
+    for span in spans:
+        start = span.first
+        if after is not None:
+            if span.version < after.version:
+                continue
+            if span.version == after.version:
+                if span.last <= int(after):
+                    continue
+                start = max(start, int(after) + 1)
+        stop = min(span.last, start + (count - len(out)) - 1)
+        out.extend((to_address(v, span.version), span.pool) for v in range(start, stop + 1))
+        if len(out) >= count:
+            break
+    return out
+
+
+class AddressQuery:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def page(self, flt: AddressFilter, after: IPAddress | None, limit: int
+                   ) -> list[AddressRecord | FreeSlot]:
+        """Up to ``limit`` addresses after ``after`` in address order (IPv4 before IPv6)."""
+        if flt.taken_only:
+            return list(await self._rows_page(flt, after, limit))
+        pools = [p for p in await PoolRepository(self.conn).all()
+                 if flt.pool is None or p.name == flt.pool]
+        spans = _spans(pools, flt.subnet)
+        out: list[AddressRecord | FreeSlot] = []
+        cursor = after
+        while len(out) < limit:
+            # Unfiltered, every address of the window is listed; for free ones some may not be.
+            wanted = limit - len(out) if flt.state is None else max(WINDOW, limit)
+            window = _window(spans, cursor, wanted)
+            if not window:
+                break
+            rows = await self._rows_between(window[0][0], window[-1][0])
+            for address, pool in window:
+                row = rows.get(address)
+                if flt.state == "free" and row is not None and row.state != "free":
+                    continue
+                out.append(row if row is not None else FreeSlot(pool, address))
+                if len(out) == limit:
+                    break
+            cursor = window[-1][0]
+        return out
+
+    async def _rows_page(self, flt: AddressFilter, after: IPAddress | None, limit: int
+                         ) -> list[AddressRecord]:
+        where = ["a.state <> 'free'" if flt.state is None else "a.state = :state"]
+        params: dict[str, Any] = {"state": flt.state, "limit": limit}
+        if flt.pool is not None:
+            where.append("p.name = :pool")
+            params["pool"] = flt.pool
+        if flt.subnet is not None:
+            where.append("a.address <<= CAST(:subnet AS cidr)")
+            params["subnet"] = str(flt.subnet)
+        if flt.node is not None:
+            where.append("a.node = :node")
+            params["node"] = flt.node
+        if flt.namespace is not None:
+            where.append("a.pod_namespace = :ns")
+            params["ns"] = flt.namespace
+        if flt.owner is not None:
+            if flt.owner.endswith("*"):
+                where.append("a.owner_key LIKE :owner")
+                params["owner"] = _like_prefix(flt.owner[:-1])
+            else:
+                where.append("a.owner_key = :owner")
+                params["owner"] = flt.owner
+        if after is not None:
+            where.append("a.address > CAST(:after AS inet)")
+            params["after"] = str(after)
+        result = await self.conn.execute(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            f"WHERE {' AND '.join(where)} ORDER BY a.address LIMIT :limit"), params)
+        return [to_record(r) for r in result]
+
+    async def _rows_between(self, first: IPAddress, last: IPAddress
+                            ) -> dict[IPAddress, AddressRecord]:
+        result = await self.conn.execute(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)"),
+            {"f": str(first), "l": str(last)})
+        records = (to_record(r) for r in result)
+        return {rec.address: rec for rec in records}
+
+    async def range_counts(self) -> dict[tuple[int, int], dict[str, int]]:
+        """(pool id, first address of the range as int) -> {state: count} of taken rows."""
+        result = await self.conn.execute(text(
+            'SELECT r.pool_id, r."first", a.state, count(*) FROM ranges r '
+            "JOIN addresses a ON a.pool_id = r.pool_id "
+            'AND a.address BETWEEN r."first" AND r."last" '
+            "WHERE a.state <> 'free' GROUP BY r.pool_id, r.\"first\", a.state"))
+        out: dict[tuple[int, int], dict[str, int]] = {}
+        for pool_id, first, state, count in result:
+            key = (pool_id, int(ipaddress.ip_interface(str(first)).ip))
+            out.setdefault(key, {})[state] = count
+        return out
+
+    async def taken(self) -> list[AddressRecord]:
+        """Every address that is not free, in address order (galaxy's listing filters these)."""
+        result = await self.conn.execute(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.state <> 'free' ORDER BY a.address"))
+        return [to_record(r) for r in result]
+
+
+class NamedPoolQuery:
+    """galaxy's named pools: ``name -> (size, preAllocateIP)``."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, name: str, *, lock: bool = False) -> NamedPool | None:
+        suffix = " FOR UPDATE" if lock else ""
+        row = (await self.conn.execute(text(
+            "SELECT name, size, pre_allocate_ip, updated_at FROM named_pools "
+            f"WHERE name = :n{suffix}"), {"n": name})).first()
+        return NamedPool(row[0], row[1], row[2], row[3]) if row is not None else None
+
+    async def upsert(self, name: str, size: int, pre_allocate_ip: bool) -> NamedPool:
+        row = (await self.conn.execute(text(
+            "INSERT INTO named_pools (name, size, pre_allocate_ip) VALUES (:n, :s, :p) "
+            "ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, "
+            "pre_allocate_ip = EXCLUDED.pre_allocate_ip, updated_at = now() "
+            "RETURNING name, size, pre_allocate_ip, updated_at"),
+            {"n": name, "s": size, "p": pre_allocate_ip})).one()
+        return NamedPool(row[0], row[1], row[2], row[3])
+
+    async def delete(self, name: str) -> bool:
+        result = await self.conn.execute(text(
+            "DELETE FROM named_pools WHERE name = :n RETURNING name"), {"n": name})
+        return result.first() is not None
