@@ -18,7 +18,9 @@ ServiceFactory = Callable[..., AbstractAsyncContextManager[RunningService]]
 
 FAST = {
     "leader": {"renew_seconds": 0.2},
-    "reconciler": {"interval_seconds": 3600, "grace_seconds": 0, "unbound_grace_seconds": 0},
+    # No grace for vanished pods (tests delete and expect prompt repair); a real one for
+    # unbound pods, whose binds may be in flight while the reconciler runs.
+    "reconciler": {"interval_seconds": 3600, "grace_seconds": 0, "unbound_grace_seconds": 30},
     "watch": {"backoff_seconds": [0.05, 0.1, 0.2]},
 }
 

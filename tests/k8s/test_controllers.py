@@ -197,13 +197,17 @@ async def test_never_bound_reservation_is_freed(
     controlled: RunningService, fake_apiserver: FakeApiServer
 ) -> None:
     from ipam.engine.pod import pod_facts
+    from ipam.settings import ReconcilerSettings
 
+    reconciler = controlled.runtime.extras["reconciler"]
     pod = fake_apiserver.create("pods", make_pod("stuck"))
     pools = controlled.runtime.catalog.pools
     # As if the process died between reserving and creating the Binding.
     await controlled.runtime.allocator.allocate(pod_facts(pod), pools, node="node-0",
                                                 actor=Actor("scheduler"))
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    assert (await reconciler.run_pass(apply=True)).findings == []  # within the grace period
+    reconciler.settings = ReconcilerSettings(grace_seconds=0, unbound_grace_seconds=0)
+    report = await reconciler.run_pass(apply=True)
     assert [(f.kind, f.action) for f in report.findings] == [("never_bound", "released")]
     assert await rows(controlled) == {}
 
