@@ -218,12 +218,16 @@ class Placement:
             await self._undo(pod, was_kept, actor, f"binding refused: {exc.message}")
             raise
         except Unavailable as exc:
-            current = await self._safe_get(pod)
+            # Ambiguous: the API server may still apply a Binding whose reply we lost (a
+            # timed-out request can land later). Undo only when the pod is provably not
+            # bindable any more (gone, or re-created with another UID); otherwise keep the
+            # reservation for the scheduler's retry, and the reconciler frees it if the pod
+            # stays unbound past its grace period.
+            current, known = await self._read_back(pod)
             if current is not None and current.uid == uid and current.node_name == node:
                 return records
-            if current is not None or await self._pod_gone(pod):
+            if known and (current is None or current.uid != uid):
                 await self._undo(pod, was_kept, actor, f"binding failed: {exc.message}")
-            # Otherwise we cannot tell; the reconciler frees it if the pod never binds.
             raise
         self.recent.forget(uid)
         return records
@@ -235,13 +239,13 @@ class Placement:
         except IpamError:
             return None
 
-    async def _pod_gone(self, pod: PodFacts) -> bool:
+    async def _read_back(self, pod: PodFacts) -> tuple[PodFacts | None, bool]:
+        """(the pod now or None if absent, whether the API server actually answered)."""
         assert self.cluster is not None
         try:
-            current = await self.cluster.get_pod(pod.namespace, pod.name)
+            return await self.cluster.get_pod(pod.namespace, pod.name), True
         except IpamError:
-            return False
-        return current is None or current.uid != pod.uid
+            return None, False
 
     async def _already_bound_here(self, pod: PodFacts, node: str,
                                   annotation: Mapping[str, str]) -> bool:
