@@ -36,12 +36,28 @@ class Store:
     locks: Locks
 
 
+#: SQLSTATE classes that mean "the server is not there for us right now": connection
+#: exception, insufficient resources, operator intervention (shutdown, cannot connect now).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
 def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OSError | ConnectionError | asyncio.TimeoutError)
+    """Walk the cause chain: a lost or refused connection, whatever layer reported it."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError | ConnectionError | asyncio.TimeoutError | InterfaceError):
+            return True
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str) and state[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+            return True
+        if type(seen).__module__.startswith("asyncpg") and "Connect" in type(seen).__name__:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 class Database:
