@@ -27,6 +27,7 @@ from ipam.k8s.cluster import KubeCluster
 from ipam.k8s.informer import Informer
 from ipam.k8s.nodes import NodeController
 from ipam.k8s.pods import PodController
+from ipam.k8s.pool_configmap import PoolConfigMapController
 from ipam.k8s.workloads import KubeWorkloads
 from ipam.logs import RequestIdMiddleware
 from ipam.metrics import Metric, counter, gauge
@@ -120,6 +121,18 @@ class Background:
             self._start(Informer(name, self.kube, fn, controller.on_sync, controller.on_event,
                                  rt.readiness, backoff=settings.watch.backoff_seconds,
                                  timeout_seconds=settings.watch.timeout_seconds))
+        cm = settings.pools_configmap
+        if cm.enabled:
+            pool_cm = PoolConfigMapController(rt, cm, leadership)
+            rt.extras["pool_configmap"] = pool_cm
+            # A field selector on the name: RBAC grants this one ConfigMap and no other.
+            self._start(Informer(
+                "pool-configmap", self.kube, self.kube.core.list_namespaced_config_map,
+                pool_cm.on_sync, pool_cm.on_event, rt.readiness,
+                backoff=settings.watch.backoff_seconds,
+                timeout_seconds=settings.watch.timeout_seconds,
+                list_kwargs={"namespace": cm.namespace,
+                             "field_selector": f"metadata.name={cm.name}"}))
         self.tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconciler"))
 
     async def _on_elected(self) -> None:

@@ -31,13 +31,20 @@ class WatchSettings(BaseModel):
 
 
 class LeaderSettings(BaseModel):
-    """Which replica runs the controllers (one at a time)."""
+    """Which replica runs the controllers: the holder of a PostgreSQL advisory lock."""
 
     enabled: bool = True
-    lease_name: str = "ipam-controller"
-    lease_namespace: str = "kube-system"
-    lease_seconds: float = Field(15.0, gt=0)
+    #: How often a follower tries to take the lock and the leader checks it still holds it.
     renew_seconds: float = Field(5.0, gt=0)
+
+
+class PoolConfigMapSettings(BaseModel):
+    """galaxy's pool ConfigMap, watched so ``kubectl apply`` of it takes effect."""
+
+    enabled: bool = True
+    namespace: str = "kube-system"
+    name: str = "floatingip-config"
+    key: str = "floatingips"
 
 
 class Settings(BaseSettings):
@@ -82,6 +89,7 @@ class Settings(BaseSettings):
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     leader: LeaderSettings = Field(default_factory=LeaderSettings)
+    pools_configmap: PoolConfigMapSettings = Field(default_factory=PoolConfigMapSettings)
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,6 @@ from ipam.api.auth import Reader
 from ipam.api.errors import error_responses
 from ipam.api.operators import parse_address
 from ipam.services.audit_query import query_audit
-from ipam.storage.audit_repository import AuditFilter
 from ipam.storage.records import AuditRecord
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -70,9 +69,9 @@ async def list_audit(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditList:
     """Audit rows matching every given filter, newest first, by keyset pages."""
-    flt = AuditFilter(
+    page = await query_audit(
+        request.app.state.runtime.db,
         address=str(parse_address(address)) if address is not None else None,
-        pod_namespace=namespace, pod_name=pod, pod_uid=pod_uid, owner_key=owner, actor=actor,
-        action=action, since=since, until=until)
-    page = await query_audit(request.app.state.runtime.db, flt, limit=limit, cursor=cursor)
+        namespace=namespace, pod=pod, pod_uid=pod_uid, owner=owner, actor=actor, action=action,
+        since=since, until=until, limit=limit, cursor=cursor)
     return AuditList(items=[_out(r) for r in page.items], next_cursor=page.next_cursor)

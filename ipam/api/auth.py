@@ -7,8 +7,8 @@ the settings (``auth_tokens_path``). The extender endpoints carry no token (kube
 cannot send one): they are protected by serving them on their own listener, optionally with
 TLS and client certificates (``extender_tls_options``).
 
-Every request gets an id: ``X-Request-Id`` when the caller sent a sane one, else a fresh
-one. ``RequestIdMiddleware`` echoes it in the response; audit rows carry it.
+Audit rows carry the request id ``ipam.logs.RequestIdMiddleware`` assigns (the caller's
+``X-Request-Id``, or a fresh one) and echoes in the response.
 """
 
 from __future__ import annotations
@@ -20,56 +20,25 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ipam import logs
 from ipam.errors import Forbidden, Unauthorized
 from ipam.services.access import Principal, Role, TokenStore
 from ipam.services.allocation import Actor
 
 REQUEST_ID_HEADER = "x-request-id"
-MAX_REQUEST_ID = 128
 
 _bearer = HTTPBearer(
     auto_error=False, scheme_name="bearer",
     description="A token from the service's token file: role read, cni or admin.")
 
 
-def _sane_request_id(value: str | None) -> str | None:
-    if value and len(value) <= MAX_REQUEST_ID and value.isascii() and value.isprintable():
-        return value
-    return None
-
-
-class RequestIdMiddleware:
-    """Assigns each HTTP request an id (the caller's ``X-Request-Id`` if sane) and echoes it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        sent = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode())
-        rid = _sane_request_id(sent.decode("latin-1") if sent else None) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 def request_id(request: Request) -> str:
-    """The id ``RequestIdMiddleware`` assigned, or the header, or a fresh one."""
-    rid: str | None = getattr(request.state, "request_id", None)
-    if rid is None:
-        rid = _sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
-        request.state.request_id = rid
+    """The id ``ipam.logs.RequestIdMiddleware`` gave this request (header or fresh one)."""
+    rid = logs.request_id.get()
+    if rid is None:  # served without the middleware (an app assembled by hand)
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = given[:128] if given and given.isprintable() else uuid.uuid4().hex
     return rid
 
 

@@ -19,7 +19,6 @@ from ipam.api.auth import Admin, Reader, actor_of
 from ipam.api.errors import error_responses
 from ipam.errors import InvalidInput
 from ipam.services.address_admin import AddressAdmin, AddressView
-from ipam.storage.address_query import AddressFilter
 from ipam.storage.records import AddressRecord
 
 router = APIRouter(prefix="/v1", tags=["addresses"])
@@ -121,9 +120,9 @@ async def list_addresses(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AddressList:
     """Addresses in address order (IPv4 first), free ones included unless filtered out."""
-    flt = AddressFilter(pool=pool, subnet=parse_subnet(subnet) if subnet else None,
-                        node=node, namespace=namespace, owner=owner, state=state)
-    page = await _admin(request).list_addresses(flt, limit=limit, cursor=cursor)
+    page = await _admin(request).list_addresses(
+        pool=pool, subnet=parse_subnet(subnet) if subnet else None, node=node,
+        namespace=namespace, owner=owner, state=state, limit=limit, cursor=cursor)
     return AddressList(items=[_out(v) for v in page.items], next_cursor=page.next_cursor)
 
 

@@ -1,18 +1,116 @@
-"""Operator view of pools: config and usage per pool."""
+"""Operator view of pools: config and usage per pool, range and VLAN; config import.
+
+``POST /v1/pools/import`` takes galaxy's floatingips exactly as galaxy users keep it: the
+JSON list, or the whole ``floatingip-config`` ConfigMap YAML. ``dry_run=true`` shows the
+diff and changes nothing. A config that would strand addresses in use is refused (409,
+listing them); a wrong entry is 422 naming the entry and field.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
 
-from ipam.services.pool_config import pool_usage
+from ipam.api.auth import Admin, Reader, actor_of
+from ipam.api.errors import error_responses
+from ipam.errors import InvalidInput
+from ipam.services.address_admin import AddressAdmin, Counts
 
 router = APIRouter(prefix="/v1", tags=["pools"])
 
 
-@router.get("/pools")
-async def list_pools(request: Request) -> dict[str, Any]:
-    """Pools in config order with total, allocated, kept, reserved and free addresses."""
-    usage = await pool_usage(request.app.state.runtime.db)
-    return {"items": [u.to_dict() for u in usage]}
+class UsageCounts(BaseModel):
+    total: int
+    allocated: int
+    kept: int
+    reserved: int
+    used: int = Field(description="allocated + kept + reserved")
+    free: int
+
+
+class RangeUsage(UsageCounts):
+    range: str = Field(description="first~last, or one address")
+
+
+class PoolOut(UsageCounts):
+    name: str
+    position: int
+    family: int
+    subnet: str
+    gateway: str | None
+    vlan: int | None
+    node_subnets: list[str]
+    ips: list[str]
+    ranges: list[RangeUsage]
+
+
+class VlanOut(UsageCounts):
+    vlan: int | None = Field(description="null: pools without a VLAN")
+    pools: list[str]
+
+
+class PoolList(BaseModel):
+    items: list[PoolOut] = Field(description="In config order")
+    vlans: list[VlanOut]
+
+
+class ConfigDiffOut(BaseModel):
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, dict[str, Any]] = Field(description="pool -> field -> {from, to}")
+    moved_addresses: int
+    dropped_free_rows: int
+    dry_run: bool
+    empty: bool
+
+
+def _counts(c: Counts) -> dict[str, int]:
+    return {"total": c.total, "allocated": c.allocated, "kept": c.kept, "reserved": c.reserved,
+            "used": c.used, "free": c.free}
+
+
+@router.get("/pools", response_model=PoolList, responses=error_responses(401, 403, 503))
+async def list_pools(request: Request, _: Reader) -> PoolList:
+    """Pools in config order with usage in total, per range and per VLAN."""
+    report = await AddressAdmin(request.app.state.runtime).pool_usage_detail()
+    items = [
+        PoolOut(**detail.usage.to_dict(),
+                ranges=[RangeUsage(range=name, **_counts(c)) for name, c in detail.ranges])
+        for detail in report.pools
+    ]
+    vlans = [VlanOut(vlan=v.vlan, pools=v.pools, **_counts(v.counts)) for v in report.vlans]
+    return PoolList(items=items, vlans=vlans)
+
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "galaxy's floatingips: the JSON list, or the ConfigMap YAML",
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/yaml": {"schema": {"type": "string"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/pools/import", response_model=ConfigDiffOut, openapi_extra=_IMPORT_BODY,
+             responses=error_responses(401, 403, 409, 413, 422, 503))
+async def import_pools(request: Request, principal: Admin,
+                       dry_run: Annotated[bool, Query(description="Diff only")] = False
+                       ) -> ConfigDiffOut:
+    """Replace the pool config (idempotent); refuses to strand addresses in use."""
+    raw = await request.body()
+    try:
+        document = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("body: the pool config is not UTF-8 text", field="body") from None
+    if not document.strip():
+        raise InvalidInput("body: send the floatingips JSON list or the ConfigMap YAML",
+                           field="body")
+    diff = await AddressAdmin(request.app.state.runtime).import_pools(
+        document, dry_run=dry_run, actor=actor_of(request, principal))
+    return ConfigDiffOut(**diff.to_dict())

@@ -44,6 +44,8 @@ CHECK_MISMATCH = 106  # prevResult does not hold exactly the allocated addresses
 TLS_FAILURE = 107  # https with a certificate that does not verify or a bad caFile
 
 EXTENDED_RESOURCE = "tke.cloud.tencent.com/eni-ip"
+POD_UNKNOWN_CODES = ("not_found", "not_managed")
+"""The only 404 codes that speak of the pod; any other 404 means ipam.url is wrong."""
 
 
 class CniError(Exception):
@@ -245,19 +247,19 @@ def _service_error(status: int, data: bytes, pod: Pod, request: str, config: Con
             f"ipam service unavailable (HTTP {status}): {message or 'retry later'}",
             details,
         )
-    if status == 404 and envelope is None:
-        # Only the ipam API answers with the error envelope: this 404 is a router's.
-        return CniError(
-            UNEXPECTED, "ipam service has no such endpoint (HTTP 404): is ipam.url right?", details
-        )
     if status == 404 and code == "not_managed":
         return CniError(
             NOT_MANAGED,
             message or f"pod {pod} is not managed by ipam: it does not request {EXTENDED_RESOURCE}",
             details,
         )
-    if status == 404:  # not_found, or any other code the API uses for "nothing for this pod"
+    if status == 404 and code == "not_found":
         return CniError(NO_ADDRESS, message or f"pod {pod} has no address yet", details)
+    if status == 404:
+        # No envelope (another server's router) or route_not_found: the URL is wrong.
+        return CniError(
+            UNEXPECTED, "ipam service has no such endpoint (HTTP 404): is ipam.url right?", details
+        )
     return CniError(
         UNEXPECTED, f"ipam service answered HTTP {status}: {message or 'no error message'}", details
     )
@@ -340,8 +342,9 @@ def cmd_del(config: Config, pod: Pod) -> None:
     status, data, request = _call(config, "POST", pod, "container-deleted", body)
     if 200 <= status < 300:
         return
-    if status == 404 and _error_envelope(data) is not None:
-        return  # the service knows nothing of this pod: already released
+    envelope = _error_envelope(data)
+    if status == 404 and envelope is not None and envelope[0] in POD_UNKNOWN_CODES:
+        return  # the service holds nothing for this pod: already released
     raise _service_error(status, data, pod, request, config)
 
 

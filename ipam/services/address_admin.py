@@ -28,7 +28,7 @@ from typing import Protocol
 
 import orjson
 
-from ipam.engine.ip_ranges import IPAddress
+from ipam.engine.ip_ranges import IPAddress, IPNetwork
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
 from ipam.engine.pool_config import load_document, parse_pool_config
 from ipam.errors import Conflict, InvalidInput, IpamError, NotFound, NotManaged
@@ -50,7 +50,8 @@ ADDRESS_STATES = ("free", "allocated", "kept", "reserved")
 
 # -- pods the service did not see itself ----------------------------------------------------
 class PodCache(Protocol):
-    """What a pod watcher may publish as ``runtime.extras["pod_cache"]``."""
+    """A pod cache published as ``runtime.extras["pod_cache"]`` (preferred), else the pod
+    watcher's ``extras["pod_controller"].lookup`` with readiness ``watch:pods``."""
 
     synced: bool
 
@@ -76,13 +77,19 @@ class PodLookup:
         self.timeout = timeout
 
     def cached(self, namespace: str, name: str) -> PodState:
-        cache: PodCache | None = self.runtime.extras.get("pod_cache")
-        if cache is None:
+        """What the pod watcher knows, without a round trip; definite once it has synced."""
+        extras = self.runtime.extras
+        cache: PodCache | None = extras.get("pod_cache")
+        if cache is not None:
+            pod = cache.get(namespace, name)
+            return PodState(True, pod) if pod is not None or cache.synced else UNKNOWN
+        watcher = extras.get("pod_controller")
+        lookup = getattr(watcher, "lookup", None)
+        if lookup is None:
             return UNKNOWN
-        pod = cache.get(namespace, name)
-        if pod is not None or cache.synced:
-            return PodState(True, pod)
-        return UNKNOWN
+        found: PodFacts | None = lookup(namespace, name)
+        synced = self.runtime.readiness.conditions.get("watch:pods", (False, ""))[0]
+        return PodState(True, found) if found is not None or synced else UNKNOWN
 
     def _recent(self, namespace: str, name: str) -> PodFacts | None:
         recent = self.runtime.placement.recent
@@ -97,22 +104,24 @@ class PodLookup:
                 return pod  # type: ignore[no-any-return]
         return None
 
-    async def find(self, namespace: str, name: str, *, ask_api: bool = True) -> PodState:
+    async def find(self, namespace: str, name: str) -> PodState:
+        """The pod if any source has it; its absence only as the API server (or, when that
+        cannot answer, a synced cache) tells: a watch may lag behind a pod just created."""
         state = self.cached(namespace, name)
-        if state.known:
+        if state.pod is not None:
             return state
         pod = self._recent(namespace, name)
         if pod is not None:
             return PodState(True, pod)
         cluster = self.runtime.placement.cluster
-        if not ask_api or cluster is None:
-            return UNKNOWN
+        if cluster is None:
+            return state
         try:
             return PodState(True, await asyncio.wait_for(
                 cluster.get_pod(namespace, name), self.timeout))
         except (IpamError, TimeoutError) as exc:
             log.info("cannot look pod %s/%s up: %s", namespace, name, exc)
-            return UNKNOWN
+            return state
 
     async def live(self, row: AddressRecord) -> bool:
         """Whether the pod holding ``row`` may still use it (unknown counts as live)."""
@@ -282,8 +291,13 @@ class AddressAdmin:
                 listener(before, after)
 
     # reads ---------------------------------------------------------------------------
-    async def list_addresses(self, flt: AddressFilter, *, limit: int = 100,
-                             cursor: str | None = None) -> AddressPage:
+    async def list_addresses(self, *, pool: str | None = None, subnet: IPNetwork | None = None,
+                             node: str | None = None, namespace: str | None = None,
+                             owner: str | None = None, state: str | None = None,
+                             limit: int = 100, cursor: str | None = None) -> AddressPage:
+        """One page of addresses matching every given filter, in address order."""
+        flt = AddressFilter(pool=pool, subnet=subnet, node=node, namespace=namespace,
+                            owner=owner, state=state)
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
         if flt.state is not None and flt.state not in ADDRESS_STATES:

@@ -58,9 +58,15 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-async def query_audit(db: Database, flt: AuditFilter, *, limit: int = 100,
-                      cursor: str | None = None) -> AuditPage:
-    """One page of audit rows matching ``flt``, newest first."""
+async def query_audit(db: Database, *, address: str | None = None,
+                      namespace: str | None = None, pod: str | None = None,
+                      pod_uid: str | None = None, owner: str | None = None,
+                      actor: str | None = None, action: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      limit: int = 100, cursor: str | None = None) -> AuditPage:
+    """One page of audit rows matching every given filter, newest first."""
+    flt = AuditFilter(address=address, pod_namespace=namespace, pod_name=pod, pod_uid=pod_uid,
+                      owner_key=owner, actor=actor, action=action, since=since, until=until)
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", field="limit")
     if flt.address is not None:

@@ -76,14 +76,10 @@ EXPECTED_RBAC: frozenset[Grant] = frozenset({
     _grant("cluster", "", "pods", "get list watch"),
     _grant("cluster", "", "pods/binding", "create"),
     _grant("cluster", "", "nodes", "get list watch"),
-    _grant("cluster", "apps", "replicasets", "get list watch"),
-    _grant("cluster", "apps", "deployments", "get list watch"),
-    _grant("cluster", "apps", "statefulsets", "get list watch"),
-    _grant("cluster", "", "events", "create patch"),
-    _grant("cluster", "events.k8s.io", "events", "create patch"),
-    _grant(NAMESPACE, "", "configmaps", "get list watch", "floatingip-config"),
-    _grant(NAMESPACE, "coordination.k8s.io", "leases", "get update", "ipam-controller"),
-    _grant(NAMESPACE, "coordination.k8s.io", "leases", "create"),
+    _grant("cluster", "apps", "replicasets", "get"),
+    _grant("cluster", "apps", "deployments", "get"),
+    _grant("cluster", "apps", "statefulsets", "get"),
+    _grant(NAMESPACE, "", "configmaps", "list watch", "floatingip-config"),
 })
 #: (apiGroup, resource[/subresource], verb) triples, as ``FakeApiServer.api_calls()`` returns.
 EXPECTED_API_CALLS: frozenset[tuple[str, str, str]] = frozenset(
@@ -503,10 +499,9 @@ def test_rbac_names_the_objects_ipam_uses() -> None:
     configmap = one("floatingip-config.yaml", "ConfigMap")
     assert by_resource["", "configmaps"].resource_names == {configmap["metadata"]["name"]}
     assert by_resource["", "configmaps"].scope == configmap["metadata"]["namespace"]
-    leader = Settings().leader
-    lease = by_resource["coordination.k8s.io", "leases"]
-    assert lease.resource_names == {leader.lease_name}
-    assert lease.scope == leader.lease_namespace
+    watched = Settings().pools_configmap
+    assert (watched.namespace, watched.name) == (configmap["metadata"]["namespace"],
+                                                 configmap["metadata"]["name"])
 
 
 # --- kustomization ---------------------------------------------------------------------------
