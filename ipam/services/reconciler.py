@@ -7,8 +7,9 @@ It finds (and, when applying, repairs):
   is not the old one. Freed or kept by the pod's release policy.
 * ``never_bound``: an address reserved at bind time for a pod that still has no node after
   the grace period (the process died between reservation and Binding). Freed.
-* ``unknown_to_database``: a running pod whose galaxy annotation names an address PostgreSQL
-  does not hold for it. Adopted when the address is free, reported otherwise.
+* ``unknown_to_database``: a running pod whose galaxy annotation (or, without one, whose pod
+  IP inside a pool) names an address PostgreSQL does not hold for it. Adopted when the
+  address is free, reported otherwise: this is also how allocations move over from galaxy.
 * ``kept_expired``: a kept address unused for longer than its TTL. Freed.
 * ``owner_gone``: a kept address of an ``immutable`` owner that no longer exists. Freed.
 * ``missing_resource``: a pod that names the fixed-IP network but does not request
@@ -21,6 +22,7 @@ was gone when the list was taken; rows touched within the grace period are left 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ipam.engine.galaxy_args import annotated_addresses
+from ipam.engine.ip_ranges import IPAddress
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
 from ipam.engine.release_decision import kept_expired
 from ipam.engine.release_policy import OwnerKind, owner_from_key
@@ -77,6 +80,23 @@ class Report:
         out = asdict(self)
         out["repairs"] = self.repairs
         return out
+
+
+def _addresses_in_use(pod: PodFacts, catalog: PoolCatalog) -> list[IPAddress]:
+    """What a running pod uses: galaxy's ipinfos annotation, else its podIPs inside a pool
+    (older galaxy versions kept allocations only in their CRD; the pod's IP is the truth)."""
+    annotated = annotated_addresses(pod)
+    if annotated:
+        return annotated
+    out = []
+    for text in pod.pod_ips:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if any(address in r for p in catalog.pools for r in p.ranges):
+            out.append(address)
+    return out
 
 
 class Reconciler:
@@ -210,7 +230,7 @@ class Reconciler:
                            "container's resources.requests and resources.limits"))
             if pod.node_name is None or pod.terminated or pod.deleting or not pod.managed:
                 continue
-            for address in annotated_addresses(pod):
+            for address in _addresses_in_use(pod, self.catalog):
                 if (pod.uid, address) in held:
                     continue
                 finding = Finding("unknown_to_database", str(address), pod.key, pod.uid,

@@ -276,3 +276,17 @@ async def test_two_replicas_never_both_lead(service_factory: ServiceFactory) -> 
         await leader.runtime.extras["leadership"].resign()
         await wait_until(lambda: follower.runtime.extras["leadership"].is_leader, timeout=5)
         await wait_until(lambda: follower.runtime.extras["reconciler"].runs > first_runs)
+
+
+async def test_galaxy_pod_without_annotation_is_adopted_by_its_pod_ip(
+    controlled: RunningService, fake_apiserver: FakeApiServer
+) -> None:
+    fake_apiserver.create("pods", make_pod("old-galaxy", node_name="node-0", phase="Running",
+                                           pod_ip="10.11.129.40"))
+    fake_apiserver.create("pods", make_pod("other-net", node_name="node-0", phase="Running",
+                                           pod_ip="172.16.0.9"))
+    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    assert [(f.kind, f.address, f.action) for f in report.findings] == [
+        ("unknown_to_database", "10.11.129.40", "adopted")]
+    assert await rows(controlled) == {"10.11.129.40": ("allocated", "pod/default/old-galaxy",
+                                                       "old-galaxy")}
