@@ -68,7 +68,9 @@ def _status_body(exc: ApiException) -> dict[str, Any]:
     return body
 
 
-def _binding(name: str, node: str, *, uid: str | None = None, annotations: dict[str, str] | None = None) -> client.V1Binding:
+def _binding(
+    name: str, node: str, *, uid: str | None = None, annotations: dict[str, str] | None = None
+) -> client.V1Binding:
     return client.V1Binding(
         metadata=client.V1ObjectMeta(name=name, uid=uid, annotations=annotations),
         target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
@@ -85,8 +87,10 @@ def _raw_request(api: ApiClient, method: str, path: str, body: Any = None) -> tu
     """Send an unvalidated body through the client's REST layer (the typed API
     methods reject unknown fields client-side)."""
     resp = api.rest_client.request(
-        method, api.configuration.host + path,
-        headers={"Content-Type": "application/json", "Accept": "application/json"}, body=body,
+        method,
+        api.configuration.host + path,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+        body=body,
     )
     data = resp.read()
     return resp.status, json.loads(data), resp.getheaders()
@@ -109,7 +113,9 @@ class _WatchThread:
             for ev in self.watch.stream(func, *args, **kwargs):
                 meta = ev["raw_object"].get("metadata", {})
                 self.raw.append(ev)
-                self.events.append((ev["type"], meta.get("name", ""), meta.get("resourceVersion", "")))
+                self.events.append(
+                    (ev["type"], meta.get("name", ""), meta.get("resourceVersion", ""))
+                )
         except BaseException as e:
             self.error = e
         finally:
@@ -183,7 +189,10 @@ def test_list_items_and_all_namespaces(fake_apiserver: FakeApiServer, core: Core
     core.create_namespaced_pod("a", make_pod("p1", "a"))
     core.create_namespaced_pod("b", make_pod("p2", "b"))
     everything = core.list_pod_for_all_namespaces()
-    assert [(p.metadata.namespace, p.metadata.name) for p in everything.items] == [("a", "p1"), ("b", "p2")]
+    assert [(p.metadata.namespace, p.metadata.name) for p in everything.items] == [
+        ("a", "p1"),
+        ("b", "p2"),
+    ]
     assert everything.metadata.resource_version == str(fake_apiserver.resource_version)
     assert [p.metadata.name for p in core.list_namespaced_pod("b").items] == ["p2"]
     raw = json.loads(core.list_namespaced_pod("a", _preload_content=False).data)
@@ -196,7 +205,10 @@ def test_generate_name_and_invalid_names(core: CoreV1Api) -> None:
     del pod["metadata"]["name"]
     pod["metadata"]["generateName"] = "worker-"
     created = core.create_namespaced_pod("default", pod)
-    assert created.metadata.name.startswith("worker-") and len(created.metadata.name) == len("worker-") + 5
+    assert (
+        created.metadata.name.startswith("worker-")
+        and len(created.metadata.name) == len("worker-") + 5
+    )
 
     with pytest.raises(ApiException) as ei:
         core.create_namespaced_pod("default", make_pod("Upper_Case"))
@@ -205,7 +217,9 @@ def test_generate_name_and_invalid_names(core: CoreV1Api) -> None:
 
 
 def test_update_requires_current_resource_version(core: CoreV1Api) -> None:
-    cm = core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}, "data": {"k": "1"}})
+    cm = core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "cfg"}, "data": {"k": "1"}}
+    )
     cm.data["k"] = "2"
     updated = core.replace_namespaced_config_map("cfg", "default", cm)
     assert updated.data == {"k": "2"}
@@ -230,7 +244,9 @@ def test_update_requires_current_resource_version(core: CoreV1Api) -> None:
 
 def test_delete_preconditions(core: CoreV1Api) -> None:
     cm = core.create_namespaced_config_map("default", {"metadata": {"name": "cfg"}})
-    wrong = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid="00000000-0000-0000-0000-000000000000"))
+    wrong = client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(uid="00000000-0000-0000-0000-000000000000")
+    )
     with pytest.raises(ApiException) as ei:
         core.delete_namespaced_config_map("cfg", "default", body=wrong)
     assert ei.value.status == 409
@@ -256,23 +272,42 @@ def test_write_decoding_matches_apiserver(core: CoreV1Api) -> None:
     assert "bogus" not in created["metadata"] and "spec" not in created
     assert created["data"] == {"a": "b"}
     assert 'unknown field \\"metadata.bogus\\"' in headers["Warning"]
-    status, body, _ = _raw_request(api, "POST", path + "?fieldValidation=Strict", {"metadata": {"name": "s"}, "spec": {}})
+    status, body, _ = _raw_request(
+        api, "POST", path + "?fieldValidation=Strict", {"metadata": {"name": "s"}, "spec": {}}
+    )
     assert (status, body["reason"]) == (400, "BadRequest")
     # Non-string annotation values are a decode error (400), as in Go.
-    status, body, _ = _raw_request(api, "POST", path, {"metadata": {"name": "bad", "annotations": {"n": 1}}})
+    status, body, _ = _raw_request(
+        api, "POST", path, {"metadata": {"name": "bad", "annotations": {"n": 1}}}
+    )
     assert status == 400 and "cannot unmarshal number" in body["message"]
-    status, body, _ = _raw_request(api, "POST", "/api/v1/namespaces/default/pods", make_pod("p") | {"spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": "80"}]}]}})
+    status, body, _ = _raw_request(
+        api,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        make_pod("p")
+        | {
+            "spec": {
+                "containers": [{"name": "c", "image": "i", "ports": [{"containerPort": "80"}]}]
+            }
+        },
+    )
     assert status == 400
     # Timestamps without a zone (naive datetime.isoformat()) do not parse as RFC 3339.
     with pytest.raises(ApiException) as ei:
         CoordinationV1Api(core.api_client).create_namespaced_lease(
-            "default", {"metadata": {"name": "l"}, "spec": {"renewTime": "2024-01-01T00:00:00.123456"}}
+            "default",
+            {"metadata": {"name": "l"}, "spec": {"renewTime": "2024-01-01T00:00:00.123456"}},
         )
     assert ei.value.status == 400
     lease = CoordinationV1Api(core.api_client).create_namespaced_lease(
         "default", {"metadata": {"name": "l"}, "spec": {"renewTime": "2024-01-01T08:00:00.5+08:00"}}
     )
-    raw = json.loads(CoordinationV1Api(core.api_client).read_namespaced_lease("l", "default", _preload_content=False).data)
+    raw = json.loads(
+        CoordinationV1Api(core.api_client)
+        .read_namespaced_lease("l", "default", _preload_content=False)
+        .data
+    )
     assert raw["spec"]["renewTime"] == "2024-01-01T00:00:00.500000Z"  # MicroTime canonical form
     assert lease.spec.renew_time.year == 2024
 
@@ -290,7 +325,9 @@ def test_extended_resource_requests_must_equal_limits(core: CoreV1Api) -> None:
     assert created.spec.containers[0].resources.requests[ENI_IP_RESOURCE] == "1"
 
 
-def test_pod_spec_is_immutable_and_status_is_a_subresource(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
+def test_pod_spec_is_immutable_and_status_is_a_subresource(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
     core.create_namespaced_pod("default", make_pod("p"))
     pod = core.read_namespaced_pod("p", "default")
     pod.spec.node_name = "node-1"
@@ -325,18 +362,23 @@ def test_pod_spec_is_immutable_and_status_is_a_subresource(fake_apiserver: FakeA
 def test_patch_flavours(core: CoreV1Api) -> None:
     core.create_namespaced_pod("default", make_pod("p", annotations={"keep": "1", "drop": "1"}))
     # Dict bodies go out as strategic merge patches: containers merge by name.
-    sm = core.patch_namespaced_pod("p", "default", {"spec": {"containers": [{"name": "app", "image": "nginx:2"}]}})
+    sm = core.patch_namespaced_pod(
+        "p", "default", {"spec": {"containers": [{"name": "app", "image": "nginx:2"}]}}
+    )
     assert sm.spec.containers[0].image == "nginx:2"
     assert sm.spec.containers[0].resources.limits[ENI_IP_RESOURCE] == "1"
 
     mp = core.patch_namespaced_pod(
-        "p", "default", {"metadata": {"annotations": {"drop": None, "new": "x"}}},
+        "p",
+        "default",
+        {"metadata": {"annotations": {"drop": None, "new": "x"}}},
         _content_type="application/merge-patch+json",
     )
     assert mp.metadata.annotations == {"keep": "1", "new": "x"}
 
     jp = core.patch_namespaced_pod(
-        "p", "default",
+        "p",
+        "default",
         [
             {"op": "test", "path": "/metadata/annotations/keep", "value": "1"},
             {"op": "replace", "path": "/metadata/annotations/keep", "value": "2"},
@@ -348,11 +390,17 @@ def test_patch_flavours(core: CoreV1Api) -> None:
     assert jp.metadata.labels["tier"] == "web"
 
     with pytest.raises(ApiException) as ei:
-        core.patch_namespaced_pod("p", "default", [{"op": "test", "path": "/metadata/annotations/keep", "value": "1"}])
+        core.patch_namespaced_pod(
+            "p", "default", [{"op": "test", "path": "/metadata/annotations/keep", "value": "1"}]
+        )
     assert ei.value.status == 422
 
-    with pytest.raises(ApiException) as ei:  # resourceVersion in a patch is an optimistic-lock precondition
-        core.patch_namespaced_pod("p", "default", {"metadata": {"resourceVersion": "1", "labels": {"a": "b"}}})
+    with pytest.raises(
+        ApiException
+    ) as ei:  # resourceVersion in a patch is an optimistic-lock precondition
+        core.patch_namespaced_pod(
+            "p", "default", {"metadata": {"resourceVersion": "1", "labels": {"a": "b"}}}
+        )
     assert ei.value.status == 409
 
     with pytest.raises(ApiException) as ei:
@@ -360,14 +408,26 @@ def test_patch_flavours(core: CoreV1Api) -> None:
     assert ei.value.status == 404
 
 
-def test_strategic_merge_of_owner_references_and_conditions(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
+def test_strategic_merge_of_owner_references_and_conditions(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
     node = make_node("n1")
     core.create_node(node)
     patched = core.patch_node_status(
-        "n1", {"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]}}
+        "n1",
+        {
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady"}]
+            }
+        },
     )
     by_type = {c.type: c.status for c in patched.status.conditions}
-    assert by_type == {"MemoryPressure": "False", "DiskPressure": "False", "PIDPressure": "False", "Ready": "False"}
+    assert by_type == {
+        "MemoryPressure": "False",
+        "DiskPressure": "False",
+        "PIDPressure": "False",
+        "Ready": "False",
+    }
 
 
 # ---------------------------------------------------------------------------- watch
@@ -384,34 +444,56 @@ def test_list_then_watch_from_list_rv_sees_exactly_later_events(
     watches.append(w)
     fake_apiserver.wait_for_watchers("pods", namespace="default")
     core.create_namespaced_pod("default", make_pod("after"))
-    core.create_namespaced_pod("other", make_pod("elsewhere", "other"))  # different namespace: not seen
+    core.create_namespaced_pod(
+        "other", make_pod("elsewhere", "other")
+    )  # different namespace: not seen
     core.patch_namespaced_pod("before", "default", {"metadata": {"labels": {"v": "2"}}})
     core.delete_namespaced_pod("after", "default")
     w.wait_for(3)
     time.sleep(0.05)
-    assert [(t, n) for t, n, _ in w.events] == [("ADDED", "after"), ("MODIFIED", "before"), ("DELETED", "after")]
+    assert [(t, n) for t, n, _ in w.events] == [
+        ("ADDED", "after"),
+        ("MODIFIED", "before"),
+        ("DELETED", "after"),
+    ]
     rvs = [int(r) for _, _, r in w.events]
     assert rvs == sorted(rvs) and rvs[0] > int(rv)
     assert w.raw[0]["object"].metadata.name == "after"  # deserialised to V1Pod
 
 
-def test_watch_replays_history_and_rv_zero_sends_synthetic_adds(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
+def test_watch_replays_history_and_rv_zero_sends_synthetic_adds(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
     core.create_namespaced_pod("default", make_pod("a"))
     rv = core.list_namespaced_pod("default").metadata.resource_version
     core.create_namespaced_pod("default", make_pod("b"))
     core.delete_namespaced_pod("a", "default")
 
     w = watch.Watch()
-    replay = [(e["type"], e["object"].metadata.name) for e in w.stream(core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1)]
+    replay = [
+        (e["type"], e["object"].metadata.name)
+        for e in w.stream(
+            core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1
+        )
+    ]
     assert replay == [("ADDED", "b"), ("DELETED", "a")]
 
-    initial = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(core.list_namespaced_pod, "default", resource_version="0", timeout_seconds=1)]
+    initial = [
+        (e["type"], e["object"].metadata.name)
+        for e in watch.Watch().stream(
+            core.list_namespaced_pod, "default", resource_version="0", timeout_seconds=1
+        )
+    ]
     assert initial == [("ADDED", "b")]
 
 
 def test_watch_timeout_seconds_ends_stream_cleanly(core: CoreV1Api) -> None:
     start = time.monotonic()
-    events = list(watch.Watch().stream(core.list_namespaced_pod, "default", resource_version="0", timeout_seconds=1))
+    events = list(
+        watch.Watch().stream(
+            core.list_namespaced_pod, "default", resource_version="0", timeout_seconds=1
+        )
+    )
     assert events == []
     assert 0.9 < time.monotonic() - start < 3
 
@@ -423,7 +505,9 @@ def test_watch_from_compacted_rv_raises_410(fake_apiserver: FakeApiServer, core:
     fake_apiserver.compact()
 
     # Real servers answer HTTP 200 and put an ERROR event with a 410 Status in the stream.
-    resp = core.list_namespaced_pod("default", watch=True, resource_version=old_rv, _preload_content=False)
+    resp = core.list_namespaced_pod(
+        "default", watch=True, resource_version=old_rv, _preload_content=False
+    )
     assert resp.status == 200
     first = json.loads(resp.data.splitlines()[0])
     assert first["type"] == "ERROR"
@@ -431,7 +515,11 @@ def test_watch_from_compacted_rv_raises_410(fake_apiserver: FakeApiServer, core:
 
     # With timeout_seconds the client does not retry: ApiException(410) at once.
     with pytest.raises(ApiException) as ei:
-        list(watch.Watch().stream(core.list_namespaced_pod, "default", resource_version=old_rv, timeout_seconds=5))
+        list(
+            watch.Watch().stream(
+                core.list_namespaced_pod, "default", resource_version=old_rv, timeout_seconds=5
+            )
+        )
     assert ei.value.status == 410
 
     # Without it, Watch retries once from the same RV, then raises.
@@ -443,23 +531,47 @@ def test_watch_from_compacted_rv_raises_410(fake_apiserver: FakeApiServer, core:
     assert fake_apiserver.request_count("GET", verb="watch") == 2
 
     current = str(fake_apiserver.resource_version)
-    assert list(watch.Watch().stream(core.list_namespaced_pod, "default", resource_version=current, timeout_seconds=1)) == []
+    assert (
+        list(
+            watch.Watch().stream(
+                core.list_namespaced_pod, "default", resource_version=current, timeout_seconds=1
+            )
+        )
+        == []
+    )
 
 
-def test_bounded_history_expires_old_resource_versions(kube_api_client: ApiClient) -> None:
-    with FakeApiServer(settings=Settings(history_size=3)) as server, ApiClient(kube_configuration(server)) as api:
+def test_bounded_history_expires_old_resource_versions() -> None:
+    with (
+        FakeApiServer(settings=Settings(history_size=3)) as server,
+        ApiClient(kube_configuration(server)) as api,
+    ):
         core = CoreV1Api(api)
         first = core.create_namespaced_config_map("default", {"metadata": {"name": "c0"}})
         for i in range(1, 5):
             core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
         with pytest.raises(ApiException) as ei:
-            list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=first.metadata.resource_version, timeout_seconds=1))
+            list(
+                watch.Watch().stream(
+                    core.list_namespaced_config_map,
+                    "default",
+                    resource_version=first.metadata.resource_version,
+                    timeout_seconds=1,
+                )
+            )
         assert ei.value.status == 410
         # The last 3 events are still replayable.
         third = server.get("configmaps", "c1", namespace="default")
         assert third is not None
-        names = [e["object"].metadata.name for e in watch.Watch().stream(
-            core.list_namespaced_config_map, "default", resource_version=third["metadata"]["resourceVersion"], timeout_seconds=1)]
+        names = [
+            e["object"].metadata.name
+            for e in watch.Watch().stream(
+                core.list_namespaced_config_map,
+                "default",
+                resource_version=third["metadata"]["resourceVersion"],
+                timeout_seconds=1,
+            )
+        ]
         assert names == ["c2", "c3", "c4"]
 
 
@@ -468,7 +580,13 @@ def test_label_selector_watch_turns_label_changes_into_add_delete(
 ) -> None:
     core.create_namespaced_pod("default", make_pod("p", labels={"role": "db"}))
     rv = core.list_namespaced_pod("default").metadata.resource_version
-    w = _WatchThread(core.list_namespaced_pod, "default", label_selector="role=db", resource_version=rv, timeout_seconds=10)
+    w = _WatchThread(
+        core.list_namespaced_pod,
+        "default",
+        label_selector="role=db",
+        resource_version=rv,
+        timeout_seconds=10,
+    )
     watches.append(w)
     fake_apiserver.wait_for_watchers("pods")
     core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"role": "web"}}})
@@ -492,8 +610,16 @@ def test_dropped_watch_ends_client_stream(fake_apiserver: FakeApiServer, core: C
     assert fake_apiserver.watch_count() == 0
 
 
-def test_bookmarks(fake_apiserver: FakeApiServer, core: CoreV1Api, watches: list[_WatchThread]) -> None:
-    w = _WatchThread(core.list_namespaced_pod, "default", allow_watch_bookmarks=True, resource_version="0", timeout_seconds=10)
+def test_bookmarks(
+    fake_apiserver: FakeApiServer, core: CoreV1Api, watches: list[_WatchThread]
+) -> None:
+    w = _WatchThread(
+        core.list_namespaced_pod,
+        "default",
+        allow_watch_bookmarks=True,
+        resource_version="0",
+        timeout_seconds=10,
+    )
     watches.append(w)
     fake_apiserver.wait_for_watchers("pods")
     core.create_namespaced_config_map("default", {"metadata": {"name": "bump-rv"}})
@@ -506,8 +632,13 @@ def test_bookmarks(fake_apiserver: FakeApiServer, core: CoreV1Api, watches: list
 def test_send_initial_events_watch_list(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
     core.create_namespaced_pod("default", make_pod("a"))
     resp = core.list_namespaced_pod(
-        "default", watch=True, send_initial_events=True, allow_watch_bookmarks=True,
-        resource_version_match="NotOlderThan", timeout_seconds=1, _preload_content=False,
+        "default",
+        watch=True,
+        send_initial_events=True,
+        allow_watch_bookmarks=True,
+        resource_version_match="NotOlderThan",
+        timeout_seconds=1,
+        _preload_content=False,
     )
     lines = [json.loads(x) for x in resp.data.splitlines()]
     assert [ln["type"] for ln in lines[:2]] == ["ADDED", "BOOKMARK"]
@@ -518,7 +649,9 @@ def test_send_initial_events_watch_list(fake_apiserver: FakeApiServer, core: Cor
 
 
 def test_label_and_field_selectors(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
-    core.create_namespaced_pod("default", make_pod("a", labels={"tier": "web", "env": "prod"}, node_name="n1"))
+    core.create_namespaced_pod(
+        "default", make_pod("a", labels={"tier": "web", "env": "prod"}, node_name="n1")
+    )
     core.create_namespaced_pod("default", make_pod("b", labels={"tier": "db"}))
     core.create_namespaced_pod("default", make_pod("c", labels={"tier": "web"}))
 
@@ -551,7 +684,9 @@ def test_pagination_with_continue(core: CoreV1Api) -> None:
     assert page.metadata.remaining_item_count == 3
     seen = [c.metadata.name for c in page.items]
     while page.metadata._continue:
-        page = core.list_namespaced_config_map("default", limit=2, _continue=page.metadata._continue)
+        page = core.list_namespaced_config_map(
+            "default", limit=2, _continue=page.metadata._continue
+        )
         seen += [c.metadata.name for c in page.items]
     assert seen == [f"c{i}" for i in range(5)]
 
@@ -559,22 +694,34 @@ def test_pagination_with_continue(core: CoreV1Api) -> None:
 # ---------------------------------------------------------------------------- pods/binding
 
 
-def test_binding_semantics(fake_apiserver: FakeApiServer, core: CoreV1Api, watches: list[_WatchThread]) -> None:
+def test_binding_semantics(
+    fake_apiserver: FakeApiServer, core: CoreV1Api, watches: list[_WatchThread]
+) -> None:
     pod = core.create_namespaced_pod("default", make_pod("p", annotations={"existing": "1"}))
-    w = _WatchThread(core.list_namespaced_pod, "default", resource_version=pod.metadata.resource_version, timeout_seconds=10)
+    w = _WatchThread(
+        core.list_namespaced_pod,
+        "default",
+        resource_version=pod.metadata.resource_version,
+        timeout_seconds=10,
+    )
     watches.append(w)
     fake_apiserver.wait_for_watchers("pods")
 
     # Stale UID precondition (pod was recreated) -> 409.
     with pytest.raises(ApiException) as ei:
-        core.create_namespaced_binding("default", _binding("p", "n1", uid="11111111-1111-1111-1111-111111111111"), _preload_content=False)
+        core.create_namespaced_binding(
+            "default",
+            _binding("p", "n1", uid="11111111-1111-1111-1111-111111111111"),
+            _preload_content=False,
+        )
     assert ei.value.status == 409
     assert "Precondition failed: UID in precondition" in _status_body(ei.value)["message"]
 
-    # The official client cannot parse the Status the server returns (kubernetes-client/python#547)...
+    # The official client cannot parse the Status the server returns (python-client #547)...
     with pytest.raises(ValueError):
         core.create_namespaced_binding(
-            "default", _binding("p", "n1", uid=pod.metadata.uid, annotations={"ipam/ip": "10.0.0.9"})
+            "default",
+            _binding("p", "n1", uid=pod.metadata.uid, annotations={"ipam/ip": "10.0.0.9"}),
         )
     bound = core.read_namespaced_pod("p", "default")  # ...even though the binding happened.
     assert bound.spec.node_name == "n1"
@@ -593,11 +740,19 @@ def test_binding_semantics(fake_apiserver: FakeApiServer, core: CoreV1Api, watch
     assert [(t, n) for t, n, _ in w.events] == [("MODIFIED", "p")]
 
 
-def test_binding_with_preload_content_false_returns_status(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
+def test_binding_with_preload_content_false_returns_status(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
     core.create_namespaced_pod("default", make_pod("p"))
     status, body = _bind_raw(core, "default", _binding("p", "n1"))
     assert status == 201
-    assert body == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+    assert body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "code": 201,
+    }
     assert fake_apiserver.get("pods", "p")["spec"]["nodeName"] == "n1"
 
     with pytest.raises(ApiException) as ei:
@@ -606,17 +761,24 @@ def test_binding_with_preload_content_false_returns_status(fake_apiserver: FakeA
 
     core.create_namespaced_pod("default", make_pod("q"))
     with pytest.raises(ApiException) as ei:  # Binding name must match the URL
-        core.create_namespaced_pod_binding("q", "default", _binding("other", "n1"), _preload_content=False)
+        core.create_namespaced_pod_binding(
+            "q", "default", _binding("other", "n1"), _preload_content=False
+        )
     assert ei.value.status == 400
-    resp = core.create_namespaced_pod_binding("q", "default", _binding("q", "n1"), _preload_content=False)
+    resp = core.create_namespaced_pod_binding(
+        "q", "default", _binding("q", "n1"), _preload_content=False
+    )
     assert resp.status == 201
+    assert json.loads(resp.data)["status"] == "Success"  # reading releases the connection
 
 
-# ---------------------------------------------------------------------------- leases, GC, finalizers
+# ------------------------------------------------------------------ leases, GC, finalizers
 
 
 def test_lease_update_conflict(coordination: CoordinationV1Api) -> None:
-    lease = coordination.create_namespaced_lease("kube-system", make_lease("ipam-leader", holder="a"))
+    lease = coordination.create_namespaced_lease(
+        "kube-system", make_lease("ipam-leader", holder="a")
+    )
     mine = coordination.read_namespaced_lease("ipam-leader", "kube-system")
     theirs = coordination.read_namespaced_lease("ipam-leader", "kube-system")
     theirs.spec.holder_identity = "b"
@@ -625,42 +787,71 @@ def test_lease_update_conflict(coordination: CoordinationV1Api) -> None:
     with pytest.raises(ApiException) as ei:
         coordination.replace_namespaced_lease("ipam-leader", "kube-system", mine)
     assert ei.value.status == 409
-    assert coordination.read_namespaced_lease("ipam-leader", "kube-system").spec.holder_identity == "b"
+    assert (
+        coordination.read_namespaced_lease("ipam-leader", "kube-system").spec.holder_identity == "b"
+    )
     assert lease.metadata.namespace == "kube-system"
 
+    # Unlike most resources, a Lease PUT must carry a resourceVersion.
+    with pytest.raises(ApiException) as ei:
+        coordination.replace_namespaced_lease(
+            "ipam-leader", "kube-system", make_lease("ipam-leader")
+        )
+    assert ei.value.status == 422
+
     # Leases allow create-on-update (PUT of a missing lease creates it).
-    created = coordination.replace_namespaced_lease("other", "kube-system", make_lease("other", holder="x"))
+    created = coordination.replace_namespaced_lease(
+        "other", "kube-system", make_lease("other", holder="x")
+    )
     assert created.spec.holder_identity == "x"
 
 
-def test_garbage_collection_cascades_and_orphans(fake_apiserver: FakeApiServer, apps: AppsV1Api, core: CoreV1Api) -> None:
+def test_garbage_collection_cascades_and_orphans(
+    fake_apiserver: FakeApiServer, apps: AppsV1Api, core: CoreV1Api
+) -> None:
     dep = apps.create_namespaced_deployment("default", make_deployment("web"))
-    rs = apps.create_namespaced_replica_set("default", make_replicaset("web-5d4f", owner=dep.to_dict(serialize=True)))
-    core.create_namespaced_pod("default", make_pod("web-5d4f-abcde", owner=rs.to_dict(serialize=True)))
+    rs = apps.create_namespaced_replica_set(
+        "default", make_replicaset("web-5d4f", owner=dep.to_dict(serialize=True))
+    )
+    core.create_namespaced_pod(
+        "default", make_pod("web-5d4f-abcde", owner=rs.to_dict(serialize=True))
+    )
     apps.delete_namespaced_deployment("web", "default")
     assert fake_apiserver.list("replicasets") == []
     assert fake_apiserver.list("pods") == []
 
     rs2 = apps.create_namespaced_replica_set("default", make_replicaset("solo"))
     core.create_namespaced_pod("default", make_pod("solo-x", owner=rs2.to_dict(serialize=True)))
-    apps.delete_namespaced_replica_set("solo", "default", body=client.V1DeleteOptions(propagation_policy="Orphan"))
+    apps.delete_namespaced_replica_set(
+        "solo", "default", body=client.V1DeleteOptions(propagation_policy="Orphan")
+    )
     orphan = core.read_namespaced_pod("solo-x", "default")
     assert orphan.metadata.owner_references is None
 
 
 def test_finalizers_delay_deletion(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
-    core.create_namespaced_config_map("default", {"metadata": {"name": "f", "finalizers": ["ipam.example/release"]}})
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "f", "finalizers": ["ipam.example/release"]}}
+    )
     core.delete_namespaced_config_map("f", "default")
     pending = core.read_namespaced_config_map("f", "default")
     assert pending.metadata.deletion_timestamp is not None
-    core.patch_namespaced_config_map("f", "default", {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json")
+    core.patch_namespaced_config_map(
+        "f",
+        "default",
+        {"metadata": {"finalizers": None}},
+        _content_type="application/merge-patch+json",
+    )
     with pytest.raises(ApiException) as ei:
         core.read_namespaced_config_map("f", "default")
     assert ei.value.status == 404
 
 
 def test_graceful_pod_deletion_setting() -> None:
-    with FakeApiServer(settings=Settings(graceful_pod_deletion=True)) as server, ApiClient(kube_configuration(server)) as api:
+    with (
+        FakeApiServer(settings=Settings(graceful_pod_deletion=True)) as server,
+        ApiClient(kube_configuration(server)) as api,
+    ):
         core = CoreV1Api(api)
         core.create_namespaced_pod("default", make_pod("p", node_name="n1"))
         core.delete_namespaced_pod("p", "default")
@@ -673,7 +864,7 @@ def test_graceful_pod_deletion_setting() -> None:
         assert server.get("pods", "p") is None
 
 
-# ---------------------------------------------------------------------------- faults and request log
+# ------------------------------------------------------------------ faults and request log
 
 
 def test_fault_switches(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
@@ -692,7 +883,9 @@ def test_fault_switches(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
 
     fake_apiserver.faults.expire(r"/configmaps")
     with pytest.raises(ApiException) as ei:
-        core.list_namespaced_config_map("default", resource_version="1", resource_version_match="Exact")
+        core.list_namespaced_config_map(
+            "default", resource_version="1", resource_version_match="Exact"
+        )
     assert ei.value.status == 410
 
     fake_apiserver.faults.hang(r"/pods$", seconds=5, count=None)  # urllib3 retries read timeouts
@@ -710,12 +903,17 @@ def test_fault_switches(fake_apiserver: FakeApiServer, core: CoreV1Api) -> None:
     assert core.list_namespaced_pod("default").items == []
 
 
-def test_request_log_for_rbac(fake_apiserver: FakeApiServer, core: CoreV1Api, coordination: CoordinationV1Api) -> None:
+def test_request_log_for_rbac(
+    fake_apiserver: FakeApiServer, core: CoreV1Api, coordination: CoordinationV1Api
+) -> None:
     core.create_namespaced_pod("default", make_pod("p"))
     core.list_pod_for_all_namespaces()
     _bind_raw(core, "default", _binding("p", "n1"))  # POST .../namespaces/default/bindings
     core.create_namespaced_pod("default", make_pod("q"))
-    core.create_namespaced_pod_binding("q", "default", _binding("q", "n1"), _preload_content=False)
+    raw = core.create_namespaced_pod_binding(
+        "q", "default", _binding("q", "n1"), _preload_content=False
+    )
+    assert raw.status == 201 and raw.data  # reading the body releases the connection
     core.patch_namespaced_pod_status("p", "default", {"status": {"phase": "Running"}})
     lease = coordination.create_namespaced_lease("default", make_lease("l", "default"))
     coordination.replace_namespaced_lease("l", "default", lease)
@@ -744,9 +942,18 @@ def test_python_side_helpers_emit_events(fake_apiserver: FakeApiServer, core: Co
     fake_apiserver.bind("default", "p", "n1", annotations={"k": "v"})
     fake_apiserver.set_pod_status("default", "p", phase="Succeeded")
     fake_apiserver.delete("pods", "p")
-    events = [(e["type"], e["raw_object"]["status"]["phase"]) for e in watch.Watch().stream(
-        core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1)]
-    assert events == [("ADDED", "Running"), ("MODIFIED", "Running"), ("MODIFIED", "Succeeded"), ("DELETED", "Succeeded")]
+    events = [
+        (e["type"], e["raw_object"]["status"]["phase"])
+        for e in watch.Watch().stream(
+            core.list_namespaced_pod, "default", resource_version=rv, timeout_seconds=1
+        )
+    ]
+    assert events == [
+        ("ADDED", "Running"),
+        ("MODIFIED", "Running"),
+        ("MODIFIED", "Succeeded"),
+        ("DELETED", "Succeeded"),
+    ]
     assert owner_reference(node)["uid"] == node["metadata"]["uid"]
 
 
@@ -762,7 +969,10 @@ def test_discovery_and_version(kube_api_client: ApiClient) -> None:
 def test_runs_as_separate_process() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "tests.fakeapi", "--port", "0"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     ) as proc:
         try:
             assert proc.stdout is not None
