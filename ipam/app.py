@@ -19,7 +19,18 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ipam import __version__
-from ipam.api import errors, extender, health, metrics, pools, reconciler
+from ipam.api import (
+    audit,
+    cni,
+    errors,
+    extender,
+    galaxy,
+    health,
+    metrics,
+    operators,
+    pools,
+    reconciler,
+)
 from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
 from ipam.k8s.client import KubeClient
@@ -31,6 +42,7 @@ from ipam.k8s.pool_configmap import PoolConfigMapController
 from ipam.k8s.workloads import KubeWorkloads
 from ipam.logs import RequestIdMiddleware
 from ipam.metrics import Metric, counter, gauge
+from ipam.services.access import TokenStore
 from ipam.services.allocation import Actor
 from ipam.services.leadership import Leadership
 from ipam.services.pod_lifecycle import PodLifecycle
@@ -231,12 +243,30 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
                   summary="Fixed-IP manager for Kubernetes (galaxy-ipam compatible)")
     if runtime is not None:
         app.state.runtime = runtime
+    # A bad token file fails at start, not on the first request.
+    app.state.tokens = TokenStore(settings.auth_tokens_path,
+                                  reload_seconds=settings.auth_reload_seconds)
+    _common(app, settings)
+    app.include_router(metrics.router)
+    if settings.extender_port is None:
+        app.include_router(extender.router)
+    for module in (pools, operators, audit, cni, galaxy, reconciler):
+        app.include_router(module.router)
+    return app
+
+
+def _common(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(extender.router)
-    app.include_router(pools.router)
-    app.include_router(reconciler.router)
-    return app
+
+
+def create_extender_app(settings: Settings, main: FastAPI) -> FastAPI:
+    """The extender verbs alone, for their own listener (``IPAM_EXTENDER_PORT``, maybe TLS);
+    shares the main app's state, so one runtime serves both."""
+    ext = FastAPI(title="ipam scheduler extender", version=__version__)
+    ext.state = main.state
+    _common(ext, settings)
+    ext.include_router(extender.router)
+    return ext

@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -48,18 +48,57 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (IPAM_PORT).")] = None,
 ) -> None:
     """Run the service (embedded PostgreSQL when IPAM_DATABASE_URL is unset)."""
+    import contextlib
+    from collections.abc import Iterator
+
     import uvicorn
 
-    from ipam.app import create_app
+    from ipam.api.auth import extender_tls_options
+    from ipam.app import create_app, create_extender_app
 
     settings = get_settings()
     # uvicorn re-raises SIGTERM after its graceful shutdown; make that a normal exit so atexit
     # hooks (stopping an embedded PostgreSQL) run and the exit code is 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     configure_logging(settings.log_level, json_format=settings.log_json)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level=settings.log_level.lower(), log_config=None, access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_grace_seconds)
+    app_ = create_app(settings)
+    common: dict[str, Any] = {
+        "log_level": settings.log_level.lower(), "log_config": None, "access_log": False,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds}
+    main = uvicorn.Server(uvicorn.Config(app_, host=host or settings.host,
+                                         port=port or settings.port, **common))
+    if settings.extender_port is None:
+        main.run()
+        return
+
+    class Follower(uvicorn.Server):
+        """The extender listener: the main server owns the signals and the lifespan."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    try:
+        tls = extender_tls_options(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    follower = Follower(uvicorn.Config(
+        create_extender_app(settings, app_), host=settings.extender_host or settings.host,
+        port=settings.extender_port, lifespan="off", **common, **tls))
+
+    async def both() -> None:
+        task = asyncio.create_task(main.serve())
+        while not main.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.05)
+        if task.done():
+            await task
+            return
+        extender_task = asyncio.create_task(follower.serve())
+        await task
+        follower.should_exit = True
+        await extender_task
+
+    asyncio.run(both())
 
 
 @app.command("migrate")
@@ -196,6 +235,24 @@ def _print_report(report: object) -> None:
     for f in report.findings:
         table.add_row(f.kind, f.address, f.pod or "", f.owner or "", f.action, f.detail)
     out.print(table)
+
+
+@app.command()
+def openapi(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory for openapi.json and "
+                                                           "api-reference.md.")] = Path("docs"),
+) -> None:
+    """Write the OpenAPI document and a Markdown API reference generated from it."""
+    from ipam.api_reference import render_markdown
+    from ipam.app import create_app
+    from ipam.settings import Settings
+
+    spec = create_app(Settings()).openapi()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "openapi.json").write_bytes(
+        orjson.dumps(spec, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    (out / "api-reference.md").write_text(render_markdown(spec))
+    typer.echo(f"wrote {out / 'openapi.json'} and {out / 'api-reference.md'}")
 
 
 def _read(path: Path) -> str:

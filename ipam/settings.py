@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     log_json: bool = True
     #: On SIGTERM: stop accepting, let in-flight binds finish for up to this long.
     shutdown_grace_seconds: int = Field(20, ge=0)
+    #: REST API tokens: a file of ``name:role:secret`` lines, or a directory where a Secret
+    #: holding such files is mounted. Unset: authentication is off (quickstart only; logged).
+    auth_tokens_path: Path | None = None
+    #: How often the token source is checked for rotation, in seconds.
+    auth_reload_seconds: float = Field(5.0, ge=0)
+    #: Serve /v1/filter, /v1/prioritize, /v1/bind on their own listener instead of the main port.
+    extender_host: str | None = None
+    extender_port: int | None = Field(None, ge=1, le=65535)
+    #: TLS for that listener (the scheduler's enableHTTPS); with a client CA, kube-scheduler
+    #: must present a certificate signed by it.
+    extender_tls_cert: Path | None = None
+    extender_tls_key: Path | None = None
+    extender_tls_client_ca: Path | None = None
     #: Kubernetes: in-cluster config when both are empty; else this kubeconfig file, or a plain
     #: API server URL without auth (local fake API servers in tests and benchmarks).
     kubeconfig: Path | None = None

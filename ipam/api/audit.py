@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
 from ipam.api.errors import error_responses
-from ipam.api.operators import parse_address
+from ipam.api.operators import IP_SCHEMA, parse_address
 from ipam.services.audit_query import query_audit
 from ipam.storage.records import AuditRecord
 
@@ -56,7 +56,7 @@ def _out(record: AuditRecord) -> AuditOut:
 @router.get("/audit", response_model=AuditList, responses=error_responses(401, 403, 422, 503))
 async def list_audit(
     request: Request, _: Reader,
-    address: Annotated[str | None, Query(max_length=64)] = None,
+    address: Annotated[str | None, Query(max_length=64, json_schema_extra=IP_SCHEMA)] = None,
     namespace: Text = None,
     pod: Annotated[str | None, Query(max_length=253, description="Pod name")] = None,
     pod_uid: Text = None,

@@ -13,6 +13,7 @@ Audit rows carry the request id ``ipam.logs.RequestIdMiddleware`` assigns (the c
 
 from __future__ import annotations
 
+import logging
 import ssl
 import uuid
 from pathlib import Path
@@ -22,10 +23,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ipam import logs
-from ipam.errors import Forbidden, Unauthorized
-from ipam.services.access import Principal, Role, TokenStore
+from ipam.errors import Forbidden, Unauthorized, Unavailable
+from ipam.services.access import Principal, Role, TokenFileError, TokenStore
 from ipam.services.allocation import Actor
 
+log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 
 _bearer = HTTPBearer(
@@ -43,12 +45,18 @@ def request_id(request: Request) -> str:
 
 
 def token_store(request: Request) -> TokenStore:
+    """``app.state.tokens``, built from the settings on first use if the app did not."""
     store: TokenStore | None = getattr(request.app.state, "tokens", None)
     if store is None:
         settings = request.app.state.runtime.settings
         path = getattr(settings, "auth_tokens_path", None)
-        store = TokenStore(Path(path) if path is not None else None,
-                           reload_seconds=float(getattr(settings, "auth_reload_seconds", 5.0)))
+        try:
+            store = TokenStore(Path(path) if path is not None else None,
+                               reload_seconds=float(getattr(settings, "auth_reload_seconds",
+                                                            5.0)))
+        except TokenFileError as exc:
+            log.error("API tokens unusable: %s", exc.message)
+            raise Unavailable("the service cannot load its API tokens; see its log") from None
         request.app.state.tokens = store
     return store
 

@@ -9,6 +9,7 @@ what the service really sends.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -61,7 +62,8 @@ def error_body(code: str, message: str, **details: object) -> dict[str, object]:
 def validation_fields(exc: RequestValidationError) -> list[dict[str, str]]:
     """``[{"field": "query.limit", "message": ...}]``; body fields without the ``body.``."""
     return [
-        {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+        {"field": "body" if err.get("type") == "json_invalid" else
+         ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
          "message": err.get("msg", "")}
         for err in exc.errors()
     ]
@@ -89,15 +91,44 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> OrjsonResponse:
-        if exc.status_code == 404:
-            # Routing found nothing (no route raises HTTPException(404) on purpose).
-            return OrjsonResponse(
-                error_body("route_not_found",
-                           f"no route {request.method} {request.url.path}; the API is under "
-                           "/v1, see /docs", method=request.method, path=request.url.path),
-                status_code=404)
-        codes = {405: "method_not_allowed", 413: "too_large"}
-        return OrjsonResponse(
-            error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
-            status_code=exc.status_code, headers=getattr(exc, "headers", None),
-        )
+        status, body, headers = http_error(request, exc)
+        return OrjsonResponse(body, status_code=status, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path (routes may be split)."""
+    app = request.app
+    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = [
+            (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
+             sorted(m.upper() for m in ops))
+            for path, ops in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allow_patterns = patterns
+    path = request.url.path
+    return sorted({m for pattern, methods in patterns if pattern.match(path) for m in methods})
+
+
+def http_error(request: Request, exc: HTTPException
+               ) -> tuple[int, dict[str, object], dict[str, str] | None]:
+    """(status, envelope, headers) for the framework's own HTTP errors."""
+    if exc.status_code == 404:
+        # Routing found nothing (no route raises HTTPException(404) on purpose).
+        return 404, error_body(
+            "route_not_found", f"no route {request.method} {request.url.path}; the API is under "
+            "/v1, see /docs", method=request.method, path=request.url.path), None
+    if exc.status_code == 400:
+        # The body is not JSON (FastAPI's "There was an error parsing the body").
+        message = f"body: {exc.detail}"
+        return 422, error_body("invalid", message, field="body",
+                               fields=[{"field": "body", "message": str(exc.detail)}]), None
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(allowed)
+    codes = {405: "method_not_allowed", 413: "too_large"}
+    return (exc.status_code, error_body(codes.get(exc.status_code, "http_error"),
+                                        str(exc.detail)), headers or None)

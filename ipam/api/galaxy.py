@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from starlette.exceptions import HTTPException
 
 from ipam.api.auth import Admin, Reader, actor_of
-from ipam.api.errors import ErrorDetail, headers_for, validation_fields
+from ipam.api.errors import ErrorDetail, headers_for, http_error, validation_fields
+from ipam.api.operators import IP_SCHEMA
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import InvalidInput, IpamError
 from ipam.services.address_admin import AddressAdmin, PodLookup
@@ -73,6 +76,12 @@ class GalaxyRoute(APIRoute):
                 first = fields[0] if fields else {"field": "", "message": "invalid request"}
                 return galaxy_error(400, "invalid", f"{first['field']}: {first['message']}",
                                     {"fields": fields})
+            except HTTPException as exc:  # a body that is not JSON
+                status, body, headers = http_error(request, exc)
+                error = body["error"]
+                assert isinstance(error, dict)
+                return galaxy_error(400 if status == 422 else status, error["code"],
+                                    error["message"], error["details"], headers)
 
         return galaxy_handler
 
@@ -85,7 +94,10 @@ class GalaxyStatus(BaseModel):
     message: str
 
 
-class GalaxyError(GalaxyStatus):
+class GalaxyError(BaseModel):
+    code: int | None = Field(default=None, description="The HTTP status, as galaxy repeats "
+                                                       "it (absent for an unknown path)")
+    message: str | None = Field(default=None, description="galaxy's message")
     error: ErrorDetail
 
 
@@ -170,17 +182,22 @@ def _status(item: _Item, pods: PodLookup) -> None:
             fip.releasable = False
 
 
+#: Go's strconv.ParseBool, which galaxy used for isDeployment.
+GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+            "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+
+
 def _app_type(value: str | None, is_deployment: str | None) -> str | None:
     """The appType filter: None matches all. Raises InvalidInput like galaxy's 400."""
+    if value and value not in APP_TYPES:
+        raise InvalidInput(f"invalid appType {value}", field="appType")
+    if is_deployment and is_deployment not in GO_BOOLS:
+        raise InvalidInput(f"invalid isDeployment(bool field): {is_deployment}",
+                           field="isDeployment")
     if value:
-        if value not in APP_TYPES:
-            raise InvalidInput(f"invalid appType {value}", field="appType")
         return APP_TYPES[value]
     if is_deployment:
-        if is_deployment.lower() not in ("true", "false", "1", "0", "t", "f"):
-            raise InvalidInput(f"invalid isDeployment(bool field): {is_deployment}",
-                               field="isDeployment")
-        return "deployment" if is_deployment.lower() in ("true", "1", "t") else "statefulset"
+        return "deployment" if GO_BOOLS[is_deployment] else "statefulset"
     return None
 
 
@@ -223,12 +240,19 @@ def _sort_key(sort: str | None) -> tuple[Callable[[_Item], Any], bool]:
 async def list_ips(
     request: Request, _: Reader,
     keyword: str | None = None, poolName: str | None = None, appName: str | None = None,
-    podName: str | None = None, namespace: str | None = None, appType: str | None = None,
-    isDeployment: str | None = None,
-    page: str | None = None, size: str | None = None, sort: str | None = None,
+    podName: str | None = None, namespace: str | None = None,
+    appType: Annotated[str | None, Query(json_schema_extra={"enum": ["", *APP_TYPES]})] = None,
+    isDeployment: Annotated[str | None, Query(  # deprecated in galaxy for appType
+        json_schema_extra={"enum": ["", *GO_BOOLS]})] = None,
+    page: Annotated[str | None, Query(description="0-based; junk means 0")] = None,
+    size: Annotated[str | None, Query(description="1-9999; junk means 10")] = None,
+    sort: Annotated[str | None, Query(description="ip|namespace|podname|policy [asc|desc]")
+                    ] = None,
 ) -> ListIPResp:
     """Taken addresses matching the filters (or the keyword), paged as galaxy pages."""
-    app_type = None if keyword else _app_type(appType, isDeployment)
+    app_type = _app_type(appType, isDeployment)
+    if keyword:
+        app_type = None  # galaxy: a keyword searches alone
     filters = {"poolName": poolName, "appName": appName, "podName": podName,
                "namespace": namespace, "appType": app_type}
     admin = AddressAdmin(request.app.state.runtime)
@@ -250,16 +274,29 @@ async def list_ips(
 
 
 # -- release --------------------------------------------------------------------------------
+def _json_int(value: Any) -> Any:
+    """Integers as Go's encoding/json took them: 3 or 3.0, never "3" or true."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_int)]
+JsonBool = Annotated[bool, Strict()]
+
+
 class ReleaseItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    ip: str = Field(max_length=64)
+    ip: str = Field(max_length=64, json_schema_extra=IP_SCHEMA)
     namespace: str | None = Field(default=None, max_length=253)
     appName: str | None = Field(default=None, max_length=253)
     podName: str | None = Field(default=None, max_length=253)
     poolName: str | None = Field(default=None, max_length=253)
-    appType: str | None = Field(default=None, max_length=64)
-    isDeployment: bool | None = None
+    appType: str | None = Field(default=None, json_schema_extra={"enum": ["", *APP_TYPES]})
+    isDeployment: JsonBool | None = None
 
 
 class ReleaseIPReq(BaseModel):
@@ -309,43 +346,32 @@ async def release_ips(body: ReleaseIPReq, request: Request, response: Response,
         else:
             app_type = None  # galaxy refused an empty appType; it matches any type here
         checked.append((item, address, app_type))
-    admin = AddressAdmin(request.app.state.runtime)
-    actor = actor_of(request, principal)
-    released: list[str] = []
-    unreleased: list[str] = []
-    reasons: list[str] = []
-    for item, address, app_type in checked:
-        try:
-            done = await admin.release(address, force=False, actor=actor,
-                                       reason="released through galaxy's POST /v1/ip",
-                                       refuse=_refusal(item, app_type))
-        except IpamError as exc:
-            if exc.status >= 500:
-                raise
-            unreleased.append(item.ip)
-            reasons.append(exc.message)
-            continue
-        if done:
-            released.append(item.ip)
-        else:
-            unreleased.append(item.ip)
-            reasons.append(f"{item.ip} is not allocated")
-    if unreleased:
+    outcomes = await AddressAdmin(request.app.state.runtime).release_many(
+        [(address, _refusal(item, app_type)) for item, address, app_type in checked],
+        actor=actor_of(request, principal), reason="released through galaxy's POST /v1/ip")
+    failed = [(item.ip, why) for (item, _, _), why in zip(checked, outcomes, strict=True)
+              if why is not None]
+    if failed:
         response.status_code = 202
         return ReleaseIPResp(
-            code=202, message=f"Released {len(released)} ips, {len(unreleased)} ips failed, "
-                              "please check the reasons why they failed",
-            unreleased=unreleased, reasons=reasons)
+            code=202, message=f"Released {len(checked) - len(failed)} ips, {len(failed)} ips "
+                              "failed, please check the reasons why they failed",
+            unreleased=[ip for ip, _ in failed], reasons=[why for _, why in failed])
     return ReleaseIPResp(code=200, message="")
 
 
 # -- named pools ----------------------------------------------------------------------------
+#: A Kubernetes object name (DNS-1123 subdomain), as galaxy's Pool objects had.
+POOL_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 class Pool(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(max_length=253)
-    size: int = Field(default=0, ge=0, le=1_000_000)
-    preAllocateIP: bool = False
+    name: str = Field(max_length=253, json_schema_extra={"pattern": POOL_NAME},
+                      description="A DNS-1123 subdomain")
+    size: JsonInt = Field(default=0, ge=0, le=1_000_000)
+    preAllocateIP: JsonBool = False
 
 
 class GetPoolResp(GalaxyStatus):
@@ -357,7 +383,7 @@ class UpdatePoolResp(GalaxyStatus):
                                                                "after pre-allocation")
 
 
-PoolName = Annotated[str, Path(min_length=1, max_length=253)]
+PoolName = Annotated[str, Path(min_length=1, max_length=253, pattern=r"^[^/]+$")]
 
 
 @router.get("/pool/{name}", response_model=GetPoolResp, responses=_ERRORS)
@@ -376,6 +402,9 @@ async def set_pool(body: Pool, request: Request, response: Response,
     """Create or update a named pool; with preAllocateIP, keep addresses for it now."""
     if not body.name:
         raise InvalidInput("pool name is empty", field="name")
+    if not re.match(POOL_NAME, body.name):
+        raise InvalidInput(f"pool name {body.name!r} is not a DNS-1123 subdomain",
+                           field="name")
     state = await AddressAdmin(request.app.state.runtime).set_named_pool(
         body.name, body.size, body.preAllocateIP, actor_of(request, principal))
     if not body.preAllocateIP:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from ipam.api.auth import Admin, Reader, actor_of
 from ipam.api.errors import error_responses
@@ -24,7 +24,11 @@ from ipam.storage.records import AddressRecord
 router = APIRouter(prefix="/v1", tags=["addresses"])
 
 State = Literal["free", "allocated", "kept", "reserved"]
-AddressPath = Annotated[str, Path(max_length=64, description="An IPv4 or IPv6 address")]
+#: Documents the address parameters precisely, so schema-driven clients send real addresses.
+IP_SCHEMA: dict[str, JsonValue] = {"anyOf": [{"type": "string", "format": "ipv4"},
+                                 {"type": "string", "format": "ipv6"}]}
+AddressPath = Annotated[str, Path(max_length=64, description="An IPv4 or IPv6 address",
+                                  json_schema_extra=IP_SCHEMA)]
 Force = Annotated[bool, Query(description="Release even while a live pod holds it")]
 
 

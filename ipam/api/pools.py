@@ -84,12 +84,29 @@ async def list_pools(request: Request, _: Reader) -> PoolList:
     return PoolList(items=items, vlans=vlans)
 
 
+#: One entry of galaxy's floatingips list (addresses and CIDRs are checked by the service).
+_ENTRY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "routableSubnet": {"type": "string", "description": "Node subnet (CIDR)"},
+        "nodeSubnets": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "ips": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                "description": "Addresses or first~last ranges"},
+        "subnet": {"type": "string", "description": "The pods' subnet (CIDR)"},
+        "gateway": {"type": "string"},
+        "vlan": {"type": "integer", "minimum": 0, "maximum": 4094},
+        "name": {"type": "string", "minLength": 1},
+    },
+    "required": ["ips", "subnet"],
+    "oneOf": [{"required": ["routableSubnet"]}, {"required": ["nodeSubnets"]}],
+    "additionalProperties": False,
+}
 _IMPORT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "galaxy's floatingips: the JSON list, or the ConfigMap YAML",
         "content": {
-            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/json": {"schema": {"type": "array", "items": _ENTRY}},
             "application/yaml": {"schema": {"type": "string"}},
             "text/plain": {"schema": {"type": "string"}},
         },

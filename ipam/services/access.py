@@ -138,14 +138,17 @@ class TokenStore:
         self._lock = threading.Lock()
         if source is not None:
             self._load()  # at start a bad source is fatal, not a silent lock-out
+        else:
+            log.warning("REST API authentication is off (no token file configured): every "
+                        "caller is the admin 'anonymous'")
 
     @classmethod
     def of_lines(cls, lines: Iterable[str]) -> TokenStore:
-        """A store from literal lines (tests, embedding)."""
-        store = cls(None)
-        store._entries = parse_tokens(lines)
-        store.source = Path("<memory>")
-        store.reload_seconds = float("inf")
+        """A store from literal lines that never reloads (tests, embedding)."""
+        store = cls.__new__(cls)
+        store.source, store.reload_seconds = Path("<memory>"), float("inf")
+        store._entries, store._signature = parse_tokens(lines), ()
+        store._checked, store._lock = time.monotonic(), threading.Lock()
         return store
 
     @property

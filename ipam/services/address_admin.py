@@ -67,6 +67,8 @@ class PodState:
 
 
 UNKNOWN = PodState(False)
+#: Vetoes releasing a row, with the reason (galaxy's identity checks).
+Refusal = Callable[[AddressRecord], str | None]
 
 
 class PodLookup:
@@ -92,17 +94,7 @@ class PodLookup:
         return PodState(True, found) if found is not None or synced else UNKNOWN
 
     def _recent(self, namespace: str, name: str) -> PodFacts | None:
-        recent = self.runtime.placement.recent
-        find = getattr(recent, "find", None)
-        if find is not None:
-            found: PodFacts | None = find(namespace, name)
-            return found
-        # RecentPods keeps no name index yet: the newest match wins.
-        pods = getattr(recent, "_pods", {})
-        for pod in reversed(list(pods.values())):
-            if pod.namespace == namespace and pod.name == name:
-                return pod  # type: ignore[no-any-return]
-        return None
+        return self.runtime.placement.recent.find(namespace, name)
 
     async def find(self, namespace: str, name: str) -> PodState:
         """The pod if any source has it; its absence only as the API server (or, when that
@@ -417,8 +409,7 @@ class AddressAdmin:
         return after
 
     async def release(self, address: IPAddress, *, force: bool, actor: Actor,
-                      reason: str | None = None,
-                      refuse: Callable[[AddressRecord], str | None] | None = None
+                      reason: str | None = None, refuse: Refusal | None = None
                       ) -> list[AddressRecord]:
         """Free one address; ``[]`` if it already is. ``refuse`` may veto with a reason."""
         async with self.db.transaction() as store:
@@ -436,6 +427,29 @@ class AddressAdmin:
         released = await self._free([row], actor, reason or "released by an operator"
                                     + (" (forced)" if force else ""))
         return released
+
+    async def release_many(self, wanted: Sequence[tuple[IPAddress, Refusal | None]], *,
+                           actor: Actor, reason: str) -> list[str | None]:
+        """Release each address (one transaction each); per address ``None`` if released,
+        else why not. Addresses nobody holds cost one shared lookup, not one each."""
+        async with self.db.transaction() as store:
+            rows = await AddressQuery(store.conn).by_addresses([a for a, _ in wanted])
+        out: list[str | None] = []
+        for address, refuse in wanted:
+            row = rows.get(address)
+            if row is None or row.state == "free":
+                out.append(f"{address} is not allocated")
+                continue
+            try:
+                done = await self.release(address, force=False, actor=actor, reason=reason,
+                                          refuse=refuse)
+            except IpamError as exc:
+                if exc.status >= 500:
+                    raise
+                out.append(exc.message)
+                continue
+            out.append(None if done else f"{address} is not allocated")
+        return out
 
     async def release_owner(self, owner: str, *, force: bool, actor: Actor,
                             reason: str | None = None) -> list[AddressRecord]:
@@ -528,8 +542,7 @@ class AddressAdmin:
     async def _pre_allocate(self, store: Store, owner: str, count: int) -> list[AddressRecord]:
         holder = Holder(state="kept", owner_key=owner, policy="never")
         pools = await store.pools.all()
-        # TODO(allocation): use a public Allocator.take_fresh once it exists.
-        take = self.runtime.allocator._take_fresh
+        take = self.runtime.allocator.take_fresh
         out: list[AddressRecord] = []
         for pool in pools:
             while len(out) < count:

@@ -146,14 +146,14 @@ class Allocator:
                     f"{owner.key} keeps {where}, which no pool routable from node "
                     f"{holder.node} contains", owner=owner.key)
         for pool in pools:
-            record = await self._take_fresh(store, pool, holder)
+            record = await self.take_fresh(store, pool, holder)
             if record is not None:
                 return None, record
         names = ", ".join(p.name for p in pools)
         raise PoolExhausted(f"pool {names} exhausted" if len(pools) == 1 else
                             f"pools {names} exhausted", pod=pod.key, pools=[p.name for p in pools])
 
-    async def _take_fresh(self, store: Store, pool: PoolRecord, holder: Holder
+    async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder
                           ) -> AddressRecord | None:
         locked_retries = 0
         while True:

@@ -147,15 +147,26 @@ class RecentPods:
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
         self._pods: OrderedDict[str, PodFacts] = OrderedDict()
+        self._by_name: dict[str, str] = {}
 
     def remember(self, pod: PodFacts) -> None:
         self._pods[pod.uid] = pod
         self._pods.move_to_end(pod.uid)
+        self._by_name[pod.key] = pod.uid
         while len(self._pods) > self.capacity:
-            self._pods.popitem(last=False)
+            _, old = self._pods.popitem(last=False)
+            if self._by_name.get(old.key) == old.uid:
+                del self._by_name[old.key]
 
     def get(self, uid: str) -> PodFacts | None:
         return self._pods.get(uid)
 
+    def find(self, namespace: str, name: str) -> PodFacts | None:
+        """The newest pod seen with this name."""
+        uid = self._by_name.get(f"{namespace}/{name}")
+        return self._pods.get(uid) if uid is not None else None
+
     def forget(self, uid: str) -> None:
-        self._pods.pop(uid, None)
+        pod = self._pods.pop(uid, None)
+        if pod is not None and self._by_name.get(pod.key) == uid:
+            del self._by_name[pod.key]

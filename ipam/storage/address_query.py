@@ -184,6 +184,18 @@ class AddressQuery:
         records = (to_record(r) for r in result)
         return {rec.address: rec for rec in records}
 
+    async def by_addresses(self, addresses: Sequence[IPAddress]
+                           ) -> dict[IPAddress, AddressRecord]:
+        """The rows of these addresses (free or not); addresses without a row are absent."""
+        if not addresses:
+            return {}
+        result = await self.conn.execute(text(
+            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
+            "WHERE a.address = ANY(CAST(:addrs AS inet[]))"),
+            {"addrs": [str(a) for a in addresses]})
+        records = (to_record(r) for r in result)
+        return {rec.address: rec for rec in records}
+
     async def range_counts(self) -> dict[tuple[int, int], dict[str, int]]:
         """(pool id, first address of the range as int) -> {state: count} of taken rows."""
         result = await self.conn.execute(text(

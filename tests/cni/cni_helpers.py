@@ -98,7 +98,8 @@ class FakeIpamService:
             return self.overrides[(method, path)]
         parts = path.split("/")
         if len(parts) != 6 or parts[:3] != ["", "v1", "pods"]:
-            return 404, {"detail": "Not Found"}  # what a router says for an unknown path
+            # What the ipam service says for a path it has no route for.
+            return 404, envelope("route_not_found", f"no route {method} {path}")
         pod = self.pods.get((parts[3], parts[4]))
         if method == "GET" and parts[5] == "ips":
             if pod is None:

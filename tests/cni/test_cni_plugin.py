@@ -455,12 +455,32 @@ def test_401_without_token_file_says_so(fake_service: FakeIpamService) -> None:
     assert_cni_error(run, 103, "HTTP 401", "ipam.tokenFile is not set")
 
 
-def test_404_with_another_error_code_is_no_address(
+@pytest.mark.parametrize("code", ["route_not_found", "pod_unknown"])
+def test_404_with_another_error_code_is_a_wrong_url(
+    fake_service: FakeIpamService, token_file: Path, code: str
+) -> None:
+    # Only not_found and not_managed speak of the pod; any other 404 is a wrong ipam.url.
+    fake_service.override("GET", "ips", 404, envelope(code, "no route GET /v1/pods/x"))
+    run = run_plugin("ADD", netconf(fake_service.url, token_file=token_file))
+    error = assert_cni_error(run, 100, "is ipam.url right?")
+    assert code in error["details"]
+
+
+@pytest.mark.parametrize("body", [envelope("route_not_found", "no route"), {"detail": "x"}])
+def test_del_404_that_is_not_about_the_pod_fails(
+    fake_service: FakeIpamService, token_file: Path, body: dict[str, Any]
+) -> None:
+    fake_service.override("POST", "container-deleted", 404, body)
+    run = run_plugin("DEL", netconf(fake_service.url, token_file=token_file))
+    assert_cni_error(run, 100, "is ipam.url right?")
+
+
+def test_404_without_envelope_is_a_wrong_url(
     fake_service: FakeIpamService, token_file: Path
 ) -> None:
-    fake_service.override("GET", "ips", 404, envelope("pod_unknown", "no pod default/p"))
+    fake_service.override("GET", "ips", 404, {"detail": "Not Found"})
     run = run_plugin("ADD", netconf(fake_service.url, token_file=token_file))
-    assert_cni_error(run, 101, "no pod default/p")
+    assert_cni_error(run, 100, "is ipam.url right?")
 
 
 def test_other_client_errors_carry_the_service_message(
