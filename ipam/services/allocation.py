@@ -140,6 +140,8 @@ class Allocator:
             kept = await store.addresses.kept_for_owner(owner.key, pool_ids)
             if kept is not None:
                 return kept, await store.addresses.change(kept.id, holder)
+            if owner.kind is OwnerKind.POOL:
+                await self._check_named_pool_room(store, owner)
             if owner.keeps_per_pod and any(r.state == "kept" for r in held):
                 where = ", ".join(str(r.address) for r in held if r.state == "kept")
                 raise Conflict(
@@ -152,6 +154,22 @@ class Allocator:
         names = ", ".join(p.name for p in pools)
         raise PoolExhausted(f"pool {names} exhausted" if len(pools) == 1 else
                             f"pools {names} exhausted", pod=pod.key, pools=[p.name for p in pools])
+
+    @staticmethod
+    async def _check_named_pool_room(store: Store, owner: Owner) -> None:
+        """galaxy's named pool with a size: its pods share at most ``size`` addresses.
+
+        The pool row is locked, so concurrent pods of one pool cannot overshoot together.
+        """
+        named = await store.named_pools.get(owner.name, lock=True)
+        if named is None or named.size <= 0:
+            return
+        owned = await store.addresses.owned_pods(owner.key)
+        if owned >= named.size:
+            raise PoolExhausted(
+                f"named pool {owner.name} is full: {owned} of its {named.size} addresses are "
+                "in use; raise its size (POST /v1/pool) or wait for a pod of it to go",
+                pool=owner.name, size=named.size)
 
     async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder
                           ) -> AddressRecord | None:

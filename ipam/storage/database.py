@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ipam.errors import Unavailable
+from ipam.storage.address_query import NamedPoolQuery
 from ipam.storage.address_repository import AddressRepository
 from ipam.storage.audit_repository import AuditRepository
 from ipam.storage.locks import Locks
@@ -34,6 +35,7 @@ class Store:
     pools: PoolRepository
     audit: AuditRepository
     locks: Locks
+    named_pools: NamedPoolQuery
 
 
 #: SQLSTATE classes that mean "the server is not there for us right now": connection
@@ -81,7 +83,7 @@ class Database:
         try:
             async with self.engine.begin() as conn:
                 yield Store(conn, AddressRepository(conn), PoolRepository(conn),
-                            AuditRepository(conn), Locks(conn))
+                            AuditRepository(conn), Locks(conn), NamedPoolQuery(conn))
         except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
         except DBAPIError as exc:

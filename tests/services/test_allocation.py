@@ -215,3 +215,27 @@ async def test_release_frees_for_default_policy(
 async def test_no_routable_pool(allocator: Allocator, actor: Actor) -> None:
     with pytest.raises(PoolExhausted, match="no pool routes node n"):
         await allocator.allocate(make_pod("a"), [], node="n", actor=actor)
+
+
+async def test_named_pool_size_caps_its_pods_and_its_addresses_are_shared(
+    allocator: Allocator, pool_service: PoolConfigService, seed_config: PoolConfig,
+    db: Database, actor: Actor,
+) -> None:
+    pools = await pools_for(pool_service, seed_config)
+    async with db.transaction() as store:
+        await store.named_pools.upsert("shared", 2, False)
+    pool = {"tke.cloud.tencent.com/eni-ip-pool": "shared"}
+    pods = [make_pod(f"s{i}", annotations=pool) for i in range(3)]
+    results = await asyncio.gather(
+        *(allocator.allocate(p, pools, node="n", actor=actor) for p in pods),
+        return_exceptions=True)
+    won = [r for r in results if isinstance(r, list)]
+    lost = [r for r in results if not isinstance(r, list)]
+    assert len(won) == 2 and len(lost) == 1
+    assert isinstance(lost[0], PoolExhausted) and "named pool shared is full" in lost[0].message
+    winner = next(p for p, r in zip(pods, results, strict=True) if isinstance(r, list))
+    loser = next(p for p, r in zip(pods, results, strict=True) if not isinstance(r, list))
+    (kept,) = await allocator.release_pod(winner.uid, keep=True, actor=actor, reason="gone")
+    assert kept.owner_key == "pool/shared"
+    (reused,) = await allocator.allocate(loser, pools, node="n", actor=actor)
+    assert reused.address == kept.address
