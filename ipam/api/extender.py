@@ -17,6 +17,14 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 
+from ipam.api.extender_wire import (
+    ExtenderArgs,
+    ExtenderBindingArgs,
+    ExtenderError,
+    ExtenderFilterResult,
+    HostPriority,
+    documented,
+)
 from ipam.api.responses import OrjsonResponse
 from ipam.engine.node import internal_ip, node_name
 from ipam.engine.pod import PodShapeError, pod_facts
@@ -89,7 +97,7 @@ def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> O
     return response
 
 
-@router.post("/filter")
+@router.post("/filter", **documented(ExtenderFilterResult, ExtenderArgs))
 async def filter_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
     started = time.perf_counter()
@@ -123,7 +131,7 @@ async def _filter(request: Request) -> Outcome:
                            "FailedAndUnresolvableNodes": unresolvable, "Error": ""}), "ok"
 
 
-@router.post("/prioritize")
+@router.post("/prioritize", **documented(list[HostPriority], ExtenderArgs))
 async def prioritize_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
     started = time.perf_counter()
@@ -146,7 +154,7 @@ async def _prioritize(request: Request) -> Outcome:
     return OrjsonResponse([{"Host": host, "Score": score} for host, score in scores]), "ok"
 
 
-@router.post("/bind")
+@router.post("/bind", **documented(ExtenderError, ExtenderBindingArgs))
 async def bind_pod(request: Request) -> OrjsonResponse:
     """ExtenderBindingArgs in, ExtenderBindingResult (``{"Error": ""}``) out."""
     started = time.perf_counter()

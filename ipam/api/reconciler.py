@@ -6,13 +6,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from ipam.api.auth import Reader
+from ipam.api.errors import error_responses
 from ipam.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["reconciler"])
 
 
-@router.get("/reconciler/report")
-async def last_report(request: Request) -> dict[str, Any]:
+@router.get("/reconciler/report", responses=error_responses(401, 403, 404))
+async def last_report(request: Request, _: Reader) -> dict[str, Any]:
     """What the last pass found and did (404 before the first pass on this replica)."""
     reconciler = request.app.state.runtime.extras.get("reconciler")
     report = reconciler.last_report if reconciler is not None else None
