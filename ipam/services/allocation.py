@@ -242,14 +242,8 @@ class Allocator:
         changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
             for row in await store.addresses.by_pod_uid(uid, lock=True):
-                if keep if isinstance(keep, bool) else keep(row):
-                    after = await store.addresses.change(row.id, Holder(
-                        state="kept", owner_key=row.owner_key or f"pod/{row.pod_namespace}/"
-                        f"{row.pod_name}", policy=row.policy, pod_namespace=row.pod_namespace,
-                        pod_name=row.pod_name, slot=row.slot,
-                        kept_ttl_seconds=row.kept_ttl_seconds))
-                else:
-                    after = await store.addresses.free(row.id)
+                keeps = keep if isinstance(keep, bool) else keep(row)
+                after = await _keep_or_free(store, row, keep=keeps)
                 changes.append((row, after))
             await store.audit.record(*(
                 _audit(actor, "keep" if after.state == "kept" else "release", before, after,
@@ -284,13 +278,7 @@ class Allocator:
             owned = await store.addresses.owned_pods(owner_key)
             decision = decide(owner_from_key(owner_key), rows[0].policy, owned)
             for row in rows:
-                if decision.keep:
-                    after = await store.addresses.change(row.id, Holder(
-                        state="kept", owner_key=owner_key, policy=row.policy,
-                        pod_namespace=row.pod_namespace, pod_name=row.pod_name, slot=row.slot,
-                        kept_ttl_seconds=row.kept_ttl_seconds))
-                else:
-                    after = await store.addresses.free(row.id)
+                after = await _keep_or_free(store, row, keep=decision.keep)
                 changes.append((row, after))
             await store.audit.record(*(
                 _audit(actor, "keep" if after.state == "kept" else "release", before, after,
@@ -313,13 +301,7 @@ class Allocator:
                 return False
             for row in rows:
                 keeps = row.owner_key is not None and not row.owner_key.startswith("pod/")
-                if keeps:
-                    after = await store.addresses.change(row.id, Holder(
-                        state="kept", owner_key=row.owner_key or "", policy=row.policy,
-                        pod_namespace=row.pod_namespace, pod_name=row.pod_name,
-                        slot=row.slot, kept_ttl_seconds=row.kept_ttl_seconds))
-                else:
-                    after = await store.addresses.free(row.id)
+                after = await _keep_or_free(store, row, keep=keeps)
                 changes.append((row, after))
             await store.audit.record(*(
                 _audit(actor, "keep" if after.state == "kept" else "release", before, after,
@@ -395,6 +377,16 @@ class Allocator:
         if not rows:
             raise NotFound(f"pod {namespace}/{name} holds no address")
         return rows
+
+
+async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool) -> AddressRecord:
+    """The pod is done with ``row``: keep it for the row's owner, or give it back."""
+    if not keep:
+        return await store.addresses.free(row.id)
+    return await store.addresses.change(row.id, Holder(
+        state="kept", owner_key=row.owner_key or f"pod/{row.pod_namespace}/{row.pod_name}",
+        policy=row.policy, pod_namespace=row.pod_namespace, pod_name=row.pod_name,
+        slot=row.slot, kept_ttl_seconds=row.kept_ttl_seconds))
 
 
 def _covers(outer: IpRange, inner: IpRange) -> bool:

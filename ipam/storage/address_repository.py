@@ -8,7 +8,6 @@ as exhaustion by itself (see TRAPS.md: SKIP LOCKED can return nothing under cont
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ipam.engine.ip_ranges import IPAddress
-from ipam.storage.records import AddressRecord, Holder
+from ipam.storage.records import AddressRecord, Holder, inet_address
 
 _COLUMNS = """
     a.id, a.pool_id, p.name AS pool, a.address, masklen(p.subnet) AS prefix_length,
@@ -94,21 +93,13 @@ def _holder_params(holder: Holder) -> dict[str, Any]:
     }
 
 
-def _address(value: Any) -> IPAddress:
-    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
-        return value.ip
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    return ipaddress.ip_address(str(value).split("/")[0])
-
-
 def to_record(row: Row[Any]) -> AddressRecord:
     m = row._mapping
     gateway = m["gateway"]
     return AddressRecord(
-        id=m["id"], pool_id=m["pool_id"], pool=m["pool"], address=_address(m["address"]),
+        id=m["id"], pool_id=m["pool_id"], pool=m["pool"], address=inet_address(m["address"]),
         prefix_length=m["prefix_length"],
-        gateway=_address(gateway) if gateway is not None else None,
+        gateway=inet_address(gateway) if gateway is not None else None,
         vlan=m["vlan"], state=m["state"], owner_key=m["owner_key"], policy=m["policy"],
         pod_namespace=m["pod_namespace"], pod_name=m["pod_name"], pod_uid=m["pod_uid"],
         node=m["node"], slot=m["slot"], kept_ttl_seconds=m["kept_ttl_seconds"], note=m["note"],
@@ -219,7 +210,7 @@ class AddressRepository:
             "SELECT address FROM addresses WHERE pool_id = :p AND state <> 'free' "
             "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) ORDER BY address"),
             {"p": pool_id, "f": str(first), "l": str(last)})
-        return [int(_address(r[0])) for r in result]
+        return [int(inet_address(r[0])) for r in result]
 
     # -- writes --------------------------------------------------------------------------
     async def take_free(self, pool_id: int, holder: Holder) -> AddressRecord | None:

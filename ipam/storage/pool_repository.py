@@ -5,22 +5,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ipam.engine.ip_ranges import IPAddress, IpRange
 from ipam.engine.pool_config import PoolSpec
-from ipam.storage.records import PoolRecord
-
-
-def _addr(value: Any) -> IPAddress:
-    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
-        return value.ip
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    return ipaddress.ip_address(str(value).split("/")[0])
+from ipam.storage.records import PoolRecord, inet_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +39,17 @@ class PoolRepository:
             'SELECT pool_id, "first", "last" FROM ranges ORDER BY pool_id, "first"'))).all()
         by_pool: dict[int, list[IpRange]] = {}
         for pool_id, first, last in ranges:
-            by_pool.setdefault(pool_id, []).append(IpRange.of(_addr(first), _addr(last)))
+            rng = IpRange.of(inet_address(first), inet_address(last))
+            by_pool.setdefault(pool_id, []).append(rng)
         return [
             PoolRecord(
                 id=p.id, name=p.name, position=p.position, family=p.family,
                 subnet=ipaddress.ip_network(str(p.subnet)),
-                gateway=_addr(p.gateway) if p.gateway is not None else None,
+                gateway=inet_address(p.gateway) if p.gateway is not None else None,
                 vlan=p.vlan,
                 node_subnets=tuple(ipaddress.ip_network(str(n)) for n in p.node_subnets),
                 size=int(p.size), ranges=tuple(by_pool.get(p.id, ())),
-                materialized_upto=(_addr(p.materialized_upto)
+                materialized_upto=(inet_address(p.materialized_upto)
                                    if p.materialized_upto is not None else None),
             )
             for p in pools
@@ -70,7 +62,7 @@ class PoolRepository:
             {"p": pool_id})).first()
         if row is None:
             return False, None
-        return True, _addr(row[0]) if row[0] is not None else None
+        return True, inet_address(row[0]) if row[0] is not None else None
 
     async def set_high_water(self, pool_id: int, upto: IPAddress) -> None:
         await self.conn.execute(text(
@@ -95,7 +87,7 @@ class PoolRepository:
             FROM addresses a LEFT JOIN r ON a.address BETWEEN r.f AND r.l
             ORDER BY a.address
             """), {"names": names, "firsts": firsts, "lasts": lasts})
-        return [PlacedRow(r.id, _addr(r.address), r.state, r.owner_key, r.pod, r.pool_id,
+        return [PlacedRow(r.id, inet_address(r.address), r.state, r.owner_key, r.pod, r.pool_id,
                           r.new_pool) for r in result]
 
     async def upsert(self, spec: PoolSpec, *, reset_high_water: bool) -> int:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ipam.engine.ip_ranges import IPAddress, IPNetwork, IpRange
+
+
+def inet_address(value: Any) -> IPAddress:
+    """asyncpg returns ``inet`` as an address or an interface (when a prefix is stored)."""
+    if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return value.ip
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    return ipaddress.ip_address(str(value).split("/")[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,17 +5,14 @@ Test modules import the fixtures from here (``rest_fixture`` provides ``rest``).
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hashlib
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter
 
 from ipam.api import audit, cni, galaxy, operators
@@ -24,7 +21,7 @@ from ipam.settings import Settings
 from tests.conftest import FIXTURES, load_fixture
 from tests.fakeapi.objects import make_node
 from tests.fakeapi.server import FakeApiServer
-from tests.service_harness import RunningService, wait_until
+from tests.service_harness import RunningService, running_service, wait_until
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 READ_TOKEN = "read-token-0123456789abcdef"
@@ -75,27 +72,9 @@ def rest_app(settings: Settings) -> Any:
     return create_app(settings)
 
 
-@asynccontextmanager
-async def running_rest_service(settings: Settings) -> AsyncIterator[RunningService]:
-    app = rest_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on", access_log=False))
-    task = asyncio.create_task(server.serve())
-    for _ in range(600):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.05)
-    if task.done():
-        await task
-        raise AssertionError("service exited during start-up")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield RunningService(url, app.state, client)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=30)
+def running_rest_service(settings: Settings) -> AbstractAsyncContextManager[RunningService]:
+    """The service as ``running_service`` starts it (the REST routers are part of the app)."""
+    return running_service(settings)
 
 
 @pytest.fixture(name="rest")
