@@ -40,7 +40,7 @@ RUN groupadd --system --gid "${IPAM_UID}" ipam \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip /opt/venv \
  && python -m pip --python /opt/venv/bin/python install --no-index --find-links=/wheels ipam \
- && ipam version
+ && ipam version --client
 LABEL org.opencontainers.image.title="ipam" \
       org.opencontainers.image.description="Fixed pod IPs for Kubernetes (galaxy-ipam compatible scheduler extender)" \
       org.opencontainers.image.licenses="Apache-2.0"

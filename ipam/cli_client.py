@@ -274,10 +274,10 @@ class Listing:
     more: bool = False
 
 
-def _param(value: object) -> object:
+def _param(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return value
+    return str(value)
 
 
 def _non_api_exit(status: int) -> ExitCode:
