@@ -147,8 +147,9 @@ async def test_kill9_during_binds(service_process: ServiceProcess, db_url: str,
             service_process.kill9()
             await asyncio.gather(*burst, return_exceptions=True)
     await service_process.start()
+    started = asyncio.get_running_loop().time()
     # Within the reconciler's interval (0.5 s) after the unbound grace (1 s): all freed.
-    deadline = asyncio.get_running_loop().time() + 15
+    deadline = started + 15
     while True:
         try:
             bound, unbound = await check_invariants(db_url, fake_apiserver,
@@ -158,5 +159,9 @@ async def test_kill9_during_binds(service_process: ServiceProcess, db_url: str,
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.25)
+    freed_after = asyncio.get_running_loop().time() - started
     assert bound + unbound == ROUNDS * PODS_PER_ROUND
     assert bound > 0 and unbound > 0, (bound, unbound)  # the kills really hit mid-burst
+    print(f"\ncrash loop: {ROUNDS} kill -9 rounds, {bound + unbound} pods, {bound} bound "
+          f"(all with their reservation), {unbound} never bound (freed {freed_after:.1f}s "
+          "after the last restart), 0 duplicates")
