@@ -31,6 +31,8 @@ KNOWN_KEYS = frozenset(
     {"routableSubnet", "nodeSubnets", "ips", "subnet", "gateway", "vlan", "name"}
 )
 MAX_ENTRIES = 10_000
+#: A galaxy config of 10,000 entries is ~2 MB; anything much larger is not a pool config.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,10 @@ def load_document(text: str) -> Any:
     """Accept galaxy's JSON list, or the whole ConfigMap YAML holding it under ``floatingips``."""
     import yaml  # local: only the CLI and config import paths need it
 
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"the pool config is {size:,} bytes; the limit is "
+                          f"{MAX_DOCUMENT_BYTES:,} (galaxy's 10,000-entry maximum is ~2 MB)")
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:

@@ -30,7 +30,7 @@ import orjson
 
 from ipam.engine.ip_ranges import IPAddress, IPNetwork
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
-from ipam.engine.pool_config import load_document, parse_pool_config
+from ipam.engine.pool_config import PoolConfig, load_document, parse_pool_config
 from ipam.errors import Conflict, InvalidInput, IpamError, NotFound, NotManaged
 from ipam.services.allocation import Actor
 from ipam.services.pool_config import ConfigDiff, PoolUsage
@@ -494,10 +494,14 @@ class AddressAdmin:
 
     async def import_pools(self, document: str, *, dry_run: bool, actor: Actor) -> ConfigDiff:
         """galaxy's floatingips (JSON list or ConfigMap YAML) applied, or only diffed."""
-        try:
-            config = parse_pool_config(load_document(document))
-        except RecursionError:
-            raise InvalidInput("the pool config nests too deeply", field="body") from None
+        def parse() -> PoolConfig:
+            try:
+                return parse_pool_config(load_document(document))
+            except RecursionError:
+                raise InvalidInput("the pool config nests too deeply", field="body") from None
+
+        # Off the event loop: a large YAML document must not stall the extender's filter.
+        config = await asyncio.to_thread(parse)
         diff = await self.runtime.pools.apply(config, actor=actor, dry_run=dry_run)
         if not dry_run and not diff.empty:
             await self.runtime.catalog.refresh(self.db)
