@@ -56,6 +56,7 @@ def test_every_section_reports_numeric_figures(result: dict[str, Any]) -> None:
         number(s["poolsize"]["figures"][pool]["rounds"]["mean"])
     number(s["restart"]["figures"]["ready_median_seconds"])
     number(s["restart"]["figures"]["rss_mb"])
+    number(s["restart"]["figures"]["peak_rss_mb"])
     for target in result["targets"]:
         number(target["value"])
         assert isinstance(target["pass"], bool)
