@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -229,6 +230,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.state.runtime = rt
         background = Background(rt)
         await background.start()
+        # Everything imported and built so far lives as long as the process: move it out of
+        # the collector's reach, so a full collection walks request garbage, not ~150k
+        # long-lived objects (it showed as a third of filter time under py-spy --native).
+        gc.collect()
+        gc.freeze()
         if "metrics_state" not in rt.extras:
             rt.metrics.add_state(background.collect)
             rt.extras["metrics_state"] = background

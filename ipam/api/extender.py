@@ -9,6 +9,7 @@ which fails just this scheduling attempt; "no node fits" is a 200 with ``FailedN
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping
@@ -36,6 +37,34 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["scheduler extender"])
 
 
+class _GcPause:
+    """No cyclic garbage collection while an extender request is in flight.
+
+    A full-node body parses into ~10^6 acyclic objects, freed by reference counting when the
+    handler returns; with the collector on, allocating them triggers collections that walk
+    them again and again (14-40% of a 5,000-node filter under py-spy --native). Nested and
+    interleaved requests share one pause; the collector resumes when the last one ends.
+    """
+
+    depth = 0
+    resume = False
+
+    def __enter__(self) -> None:
+        if _GcPause.depth == 0:
+            _GcPause.resume = gc.isenabled()
+            gc.disable()
+        _GcPause.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _GcPause.depth -= 1
+        if _GcPause.depth == 0 and _GcPause.resume:
+            gc.enable()
+
+
+def gc_paused() -> _GcPause:
+    return _GcPause()
+
+
 class WireError(ValueError):
     """The body is not what kube-scheduler sends."""
 
@@ -57,8 +86,11 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def _args(doc: Mapping[str, Any], placement: Placement
-          ) -> tuple[Any, list[Candidate], list[Any] | None]:
-    """(pod facts, candidates, full node objects or None in nodeCacheCapable mode)."""
+          ) -> tuple[Any, list[str] | list[Candidate], list[Any] | None]:
+    """(pod facts, node names (nodeCacheCapable) or candidates, full node objects or None).
+
+    Names stay plain strings: building a candidate object per node cost more than the rest
+    of a 5,000-node filter."""
     try:
         pod = pod_facts(doc.get("Pod"))
     except PodShapeError as exc:
@@ -67,8 +99,7 @@ def _args(doc: Mapping[str, Any], placement: Placement
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise WireError("NodeNames must be a list of strings or null")
-        directory = placement.nodes
-        return pod, [Candidate(n, directory.get(n), directory.known(n)) for n in names], None
+        return pod, names, None
     if nodes is not None:
         items = nodes.get("items") if isinstance(nodes, dict) else None
         if not isinstance(items, list):
@@ -101,7 +132,9 @@ def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> O
 async def filter_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
     started = time.perf_counter()
-    return _observe(request, "filter", started, await _filter(request))
+    with gc_paused():
+        outcome = await _filter(request)  # the parsed body is freed when _filter returns
+    return _observe(request, "filter", started, outcome)
 
 
 async def _filter(request: Request) -> Outcome:
@@ -111,10 +144,12 @@ async def _filter(request: Request) -> Outcome:
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     if not pod.managed:
-        passed, failed, unresolvable = [c.name for c in candidates], {}, None
+        passed = list(candidates) if items is None else [c.name for c in candidates]  # type: ignore[union-attr]
+        failed, unresolvable = {}, None
     else:
         try:
-            outcome = await placement.filter(pod, candidates)
+            outcome = await (placement.filter_names(pod, candidates) if items is None  # type: ignore[arg-type]
+                             else placement.filter(pod, candidates))  # type: ignore[arg-type]
         except IpamError as exc:
             log.warning("filter %s failed: %s", pod.key, exc.message)
             return OrjsonResponse({"Nodes": None, "NodeNames": None, "FailedNodes": None,
@@ -135,15 +170,20 @@ async def _filter(request: Request) -> Outcome:
 async def prioritize_nodes(request: Request) -> OrjsonResponse:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
     started = time.perf_counter()
-    return _observe(request, "prioritize", started, await _prioritize(request))
+    with gc_paused():
+        outcome = await _prioritize(request)
+    return _observe(request, "prioritize", started, outcome)
 
 
 async def _prioritize(request: Request) -> Outcome:
     placement = _placement(request)
     try:
-        pod, candidates, _ = _args(await _body(request), placement)
+        pod, nodes, _ = _args(await _body(request), placement)
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
+    ips = placement.nodes.addresses()
+    candidates = [n if isinstance(n, Candidate) else Candidate(n, ips.get(n), n in ips)
+                  for n in nodes]
     if not pod.managed:
         return OrjsonResponse([{"Host": c.name, "Score": 0} for c in candidates]), "ok"
     try:

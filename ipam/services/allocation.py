@@ -32,6 +32,18 @@ from ipam.storage.records import AddressRecord, AuditEntry, Holder, PoolRecord
 MATERIALIZE_CHUNK = 256
 #: How often a pool whose free rows are all locked by others is looked at again.
 LOCKED_RETRIES = 5
+#: Allocation attempts that grow the pool outside the transaction before growing inline.
+GROW_ATTEMPTS = 8
+#: Grow when fewer unlocked free rows than this remain (about the bind concurrency).
+GROW_LOW_WATER = 64
+
+
+class _NeedsRows(Exception):
+    """The pool has no free row this transaction can take, but can be materialised further."""
+
+    def __init__(self, pool: PoolRecord) -> None:
+        super().__init__(pool.name)
+        self.pool = pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,20 @@ class Allocator:
             groups = requested_ranges(pod)
         except ArgsError as exc:
             raise InvalidInput(str(exc), pod=pod.key) from None
+        for _ in range(GROW_ATTEMPTS):
+            try:
+                return await self._allocate_once(pod, pools, node, actor, groups,
+                                                 grow_inline=False)
+            except _NeedsRows as need:
+                # Outside any allocating transaction: the pool row is locked for one INSERT
+                # and a commit, not until some allocation's commit (the convoy behind
+                # ``SELECT ... FOR UPDATE`` on pools that capped binds at concurrency 32).
+                await self._grow(need.pool)
+        return await self._allocate_once(pod, pools, node, actor, groups, grow_inline=True)
+
+    async def _allocate_once(self, pod: PodFacts, pools: Sequence[PoolRecord],
+                             node: str | None, actor: Actor, groups: Sequence[object],
+                             *, grow_inline: bool) -> list[tuple[str | None, AddressRecord]]:
         changes: list[tuple[AddressRecord | None, AddressRecord]] = []
         async with self.db.transaction() as store:
             await store.locks.config_shared()
@@ -112,9 +138,11 @@ class Allocator:
             if groups:
                 for slot, group in enumerate(groups):
                     changes.append(await self._take_requested(
-                        store, pod, owner, group, pools, replace(holder, slot=slot), slot))
+                        store, pod, owner, group, pools,  # type: ignore[arg-type]
+                        replace(holder, slot=slot), slot))
             else:
-                changes.append(await self._take_one(store, pod, owner, pools, holder))
+                changes.append(await self._take_one(store, pod, owner, pools, holder,
+                                                    grow_inline))
             await store.audit.record(*(
                 _audit(actor, "reuse" if before is not None else "allocate", before, after)
                 for before, after in changes))
@@ -124,7 +152,7 @@ class Allocator:
                 for before, after in changes]
 
     async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
-                        pools: Sequence[PoolRecord], holder: Holder
+                        pools: Sequence[PoolRecord], holder: Holder, grow_inline: bool = True
                         ) -> tuple[AddressRecord | None, AddressRecord]:
         pool_ids = [p.id for p in pools]
         if owner.kind is not OwnerKind.POD:
@@ -148,7 +176,7 @@ class Allocator:
                     f"{owner.key} keeps {where}, which no pool routable from node "
                     f"{holder.node} contains", owner=owner.key)
         for pool in pools:
-            record = await self.take_fresh(store, pool, holder)
+            record = await self.take_fresh(store, pool, holder, grow_inline)
             if record is not None:
                 return None, record
         names = ", ".join(p.name for p in pools)
@@ -171,13 +199,37 @@ class Allocator:
                 "in use; raise its size (POST /v1/pool) or wait for a pod of it to go",
                 pool=owner.name, size=named.size)
 
-    async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder
-                          ) -> AddressRecord | None:
+    async def _grow(self, pool: PoolRecord) -> None:
+        """Materialise the pool's next chunk in a short transaction of its own, unless enough
+        unlocked free rows are already there (another allocator grew it first)."""
+        async with self.db.transaction() as store:
+            if not await store.locks.try_config_shared():
+                return  # a config import is running; the retry will wait for it
+            exists, high_water = await store.pools.lock_high_water(pool.id, skip_locked=True)
+            if not exists:
+                # Another allocator is growing it right now: do not queue behind it.
+                await asyncio.sleep(0.001)
+                return
+            if await store.addresses.unlocked_free(pool.id, GROW_LOW_WATER) >= GROW_LOW_WATER:
+                return
+            after = int(high_water) if high_water is not None else None
+            chunk = walk(pool.ranges, after, self.chunk)
+            if chunk:
+                addrs = [IpRange(a, a, pool.family).first_address for a in chunk]
+                await store.addresses.materialize(pool.id, addrs)
+                await store.pools.set_high_water(pool.id, addrs[-1])
+
+    async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder,
+                         grow_inline: bool = True) -> AddressRecord | None:
         locked_retries = 0
         while True:
             record = await store.addresses.take_free(pool.id, holder)
             if record is not None:
                 return record
+            if not grow_inline:
+                high_water = await store.pools.high_water(pool.id)
+                if walk(pool.ranges, int(high_water) if high_water is not None else None, 1):
+                    raise _NeedsRows(pool)
             exists, high_water = await store.pools.lock_high_water(pool.id)
             if not exists:
                 return None

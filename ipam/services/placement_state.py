@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ipam.engine.ip_ranges import IPAddress
@@ -29,22 +29,34 @@ class NodeDirectory:
     def __init__(self) -> None:
         self._ips: dict[str, IPAddress | None] = {}
         self.synced = False
+        #: Bumped when a node appears, goes or changes address (not on status-only updates),
+        #: so caches derived from the directory know when to rebuild.
+        self.version = 0
 
     def set(self, name: str, address: IPAddress | None) -> None:
+        if name not in self._ips or self._ips[name] != address:
+            self.version += 1
         self._ips[name] = address
 
     def remove(self, name: str) -> None:
-        self._ips.pop(name, None)
+        if name in self._ips:
+            del self._ips[name]
+            self.version += 1
 
     def replace(self, entries: Iterable[tuple[str, IPAddress | None]]) -> None:
         self._ips = dict(entries)
         self.synced = True
+        self.version += 1
 
     def known(self, name: str) -> bool:
         return name in self._ips
 
     def get(self, name: str) -> IPAddress | None:
         return self._ips.get(name)
+
+    def addresses(self) -> Mapping[str, IPAddress | None]:
+        """The live name -> InternalIP map, for lookups in bulk (read it, never write it)."""
+        return self._ips
 
     def __len__(self) -> int:
         return len(self._ips)
@@ -58,15 +70,36 @@ class PoolCatalog:
     taken: dict[int, int] = field(default_factory=dict)
     refreshed_at: float = 0.0
     _by_node: dict[IPAddress, list[PoolRecord]] = field(default_factory=dict)
+    #: One list object per distinct pool set, so callers can group nodes by ``id(list)``.
+    _sets: dict[tuple[int, ...], list[PoolRecord]] = field(default_factory=dict)
+    #: Node name -> (the InternalIP object it was computed for, its pools).
+    by_name: dict[str, tuple[IPAddress, list[PoolRecord]]] = field(default_factory=dict)
+    _names: tuple[dict[str, list[PoolRecord]], int] = field(default_factory=lambda: ({}, -1))
 
     async def refresh(self, db: Database) -> None:
         async with db.transaction() as store:
             pools = await store.pools.all()
             counts = await store.addresses.taken_counts()
+        routing = [(p.id, p.node_subnets) for p in pools]
+        if routing != [(p.id, p.node_subnets) for p in self.pools]:
+            # Routing changed: every cached node -> pools answer may be wrong.
+            self._by_node = {}
+            self._sets = {}
+            self.by_name = {}
+            self._names = ({}, -1)
         self.pools = pools
         self.taken = {pid: sum(c.values()) for pid, c in counts.items()}
-        self._by_node = {}
         self.refreshed_at = time.monotonic()
+
+    def pools_by_name(self, nodes: NodeDirectory) -> dict[str, list[PoolRecord]]:
+        """Node name -> its (interned) pool list, for every node with an InternalIP;
+        rebuilt only when the directory or the pools' routing changed."""
+        cached, version = self._names
+        if version != nodes.version:
+            cached = {name: self.pools_for(ip) for name, ip in nodes.addresses().items()
+                      if ip is not None}
+            self._names = (cached, nodes.version)
+        return cached
 
     async def recount(self, db: Database, pool_id: int) -> int:
         """Exact taken count of one pool, straight from the database."""
@@ -78,11 +111,24 @@ class PoolCatalog:
     def pools_for(self, node_ip: IPAddress) -> list[PoolRecord]:
         cached = self._by_node.get(node_ip)
         if cached is None:
-            cached = [p for p in self.pools if p.routes_node(node_ip)]
+            found = [p for p in self.pools if p.routes_node(node_ip)]
+            cached = self._sets.setdefault(tuple(p.id for p in found), found)
             if len(self._by_node) > 100_000:
                 self._by_node.clear()
             self._by_node[node_ip] = cached
         return cached
+
+    def pools_for_node(self, name: str, node_ip: IPAddress) -> list[PoolRecord]:
+        """``pools_for`` cached by node name: a str hash is cached in the string, while an
+        ``ipaddress`` object hashes and compares in Python (~1 us a lookup, 5 ms a filter)."""
+        entry = self.by_name.get(name)
+        if entry is not None and entry[0] is node_ip:
+            return entry[1]
+        pools = self.pools_for(node_ip)
+        if len(self.by_name) > 100_000:
+            self.by_name.clear()
+        self.by_name[name] = (node_ip, pools)
+        return pools
 
     def by_id(self, pool_id: int) -> PoolRecord | None:
         return next((p for p in self.pools if p.id == pool_id), None)
@@ -107,8 +153,14 @@ class Promises:
         self.ttl = ttl_seconds
         self._by_uid: dict[str, tuple[frozenset[int], float]] = {}
         self._count: dict[int, int] = {}
+        #: No promise expires before this: ``_expire`` is O(1) until then, not O(promises).
+        self._next_expiry = float("inf")
 
     def _expire(self, now: float) -> None:
+        if now < self._next_expiry:
+            return
+        self._next_expiry = min((until for _, until in self._by_uid.values() if until > now),
+                                default=float("inf"))
         stale = [uid for uid, (_, until) in self._by_uid.items() if until <= now]
         for uid in stale:
             self.drop(uid)
@@ -118,7 +170,9 @@ class Promises:
         ids = frozenset(pool_ids)
         if not ids:
             return
-        self._by_uid[uid] = (ids, time.monotonic() + self.ttl)
+        until = time.monotonic() + self.ttl
+        self._by_uid[uid] = (ids, until)
+        self._next_expiry = min(self._next_expiry, until)
         for pid in ids:
             self._count[pid] = self._count.get(pid, 0) + 1
 

@@ -205,6 +205,14 @@ class AddressRepository:
             {"p": pool_id})
         return bool(found)
 
+    async def unlocked_free(self, pool_id: int, limit: int) -> int:
+        """How many free rows nobody holds locked, counting up to ``limit``."""
+        found = await self.conn.scalar(text(
+            "SELECT count(*) FROM (SELECT id FROM addresses WHERE pool_id = :p "
+            "AND state = 'free' LIMIT :n FOR UPDATE SKIP LOCKED) s"),
+            {"p": pool_id, "n": limit})
+        return int(found or 0)
+
     async def in_range_taken(self, pool_id: int, first: IPAddress, last: IPAddress) -> list[int]:
         result = await self.conn.execute(text(
             "SELECT address FROM addresses WHERE pool_id = :p AND state <> 'free' "

@@ -20,6 +20,12 @@ class Locks:
     async def config_shared(self) -> None:
         await self.conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": CONFIG_LOCK})
 
+    async def try_config_shared(self) -> bool:
+        """``config_shared`` without waiting (never queues behind a pending import)."""
+        got = await self.conn.scalar(text("SELECT pg_try_advisory_xact_lock_shared(:k)"),
+                                     {"k": CONFIG_LOCK})
+        return bool(got)
+
     async def config_exclusive(self) -> None:
         await self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CONFIG_LOCK})
 

@@ -55,14 +55,23 @@ class PoolRepository:
             for p in pools
         ]
 
-    async def lock_high_water(self, pool_id: int) -> tuple[bool, IPAddress | None]:
-        """Lock the pool row for materialising; (exists, high-water mark)."""
+    async def lock_high_water(self, pool_id: int, *, skip_locked: bool = False
+                              ) -> tuple[bool, IPAddress | None]:
+        """Lock the pool row for materialising; (exists, high-water mark). With
+        ``skip_locked``, a row someone else holds counts as absent (no waiting)."""
         row = (await self.conn.execute(text(
-            "SELECT materialized_upto FROM pools WHERE id = :p FOR UPDATE"),
+            "SELECT materialized_upto FROM pools WHERE id = :p FOR UPDATE"
+            + (" SKIP LOCKED" if skip_locked else "")),
             {"p": pool_id})).first()
         if row is None:
             return False, None
         return True, inet_address(row[0]) if row[0] is not None else None
+
+    async def high_water(self, pool_id: int) -> IPAddress | None:
+        """The high-water mark, read without locking."""
+        value = await self.conn.scalar(text(
+            "SELECT materialized_upto FROM pools WHERE id = :p"), {"p": pool_id})
+        return inet_address(value) if value is not None else None
 
     async def set_high_water(self, pool_id: int, upto: IPAddress) -> None:
         await self.conn.execute(text(

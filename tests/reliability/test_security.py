@@ -50,3 +50,13 @@ async def test_sql_looking_input_is_data(secured: RunningService) -> None:
     resp = await secured.client.get(f"/v1/pods/{hostile}/x/ips", headers=bearer(ADMIN_TOKEN))
     assert resp.status_code in (404, 422)
     assert (await secured.client.get("/v1/audit", headers=bearer(ADMIN_TOKEN))).status_code == 200
+
+
+async def test_nul_characters_are_refused_not_500(secured: RunningService) -> None:
+    # Found by schemathesis: PostgreSQL text cannot hold NUL; that is bad input, not a crash.
+    resp = await secured.client.get("/v1/addresses", params={"namespace": "a\x00b"},
+                                    headers=bearer(ADMIN_TOKEN))
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid"
+    resp = await secured.client.post("/v1/bind", json={
+        "PodName": "p\x00", "PodNamespace": "default", "PodUID": "u\x00", "Node": "node-0"})
+    assert resp.status_code in (200, 400) and resp.json()["Error"]
