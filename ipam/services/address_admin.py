@@ -32,7 +32,7 @@ from ipam.engine.ip_ranges import IPAddress, IPNetwork
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
 from ipam.engine.pool_config import PoolConfig, load_document, parse_pool_config
 from ipam.errors import Conflict, InvalidInput, IpamError, NotFound, NotManaged
-from ipam.services.allocation import Actor
+from ipam.services.allocation import Actor, audit_entry
 from ipam.services.pool_config import ConfigDiff, PoolUsage
 from ipam.services.runtime import Runtime
 from ipam.storage.address_query import AddressFilter, AddressQuery, FreeSlot, NamedPoolQuery
@@ -242,23 +242,6 @@ def _decode_cursor(cursor: str, fingerprint: str) -> IPAddress:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def audit_entry(actor: Actor, action: str, before: AddressRecord | None,
-                after: AddressRecord | None, reason: str | None = None) -> AuditEntry:
-    row = after or before
-    assert row is not None
-    pod = before if before is not None and before.pod_uid else after
-    return AuditEntry(
-        actor=actor.name, action=action, address=row.address, pool=row.pool,
-        owner_key=(before.owner_key if before is not None and before.owner_key
-                   else after.owner_key if after is not None else None),
-        pod_namespace=pod.pod_namespace if pod else None,
-        pod_name=pod.pod_name if pod else None, pod_uid=pod.pod_uid if pod else None,
-        before=before.snapshot() if before is not None else None,
-        after=after.snapshot() if after is not None else None,
-        reason=reason, request_id=actor.request_id,
-    )
-
-
 def _pool_of(pools: Sequence[PoolRecord], address: IPAddress) -> PoolRecord | None:
     return next((p for p in pools if any(address in r for r in p.ranges)), None)
 

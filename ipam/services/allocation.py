@@ -57,7 +57,7 @@ class Actor:
 UsageListener = Callable[[AddressRecord | None, AddressRecord | None], None]
 
 
-def _audit(actor: Actor, action: str, before: AddressRecord | None,
+def audit_entry(actor: Actor, action: str, before: AddressRecord | None,
            after: AddressRecord | None, reason: str | None = None) -> AuditEntry:
     row = after or before
     assert row is not None
@@ -144,7 +144,7 @@ class Allocator:
                 changes.append(await self._take_one(store, pod, owner, pools, holder,
                                                     grow_inline))
             await store.audit.record(*(
-                _audit(actor, "reuse" if before is not None else "allocate", before, after)
+                audit_entry(actor, "reuse" if before is not None else "allocate", before, after)
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
@@ -298,7 +298,7 @@ class Allocator:
                 after = await _keep_or_free(store, row, keep=keeps)
                 changes.append((row, after))
             await store.audit.record(*(
-                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
                        reason)
                 for before, after in changes))
         for before, after in changes:
@@ -333,7 +333,7 @@ class Allocator:
                 after = await _keep_or_free(store, row, keep=decision.keep)
                 changes.append((row, after))
             await store.audit.record(*(
-                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
                        decision.reason)
                 for before, after in changes))
         for before, after in changes:
@@ -356,7 +356,7 @@ class Allocator:
                 after = await _keep_or_free(store, row, keep=keeps)
                 changes.append((row, after))
             await store.audit.record(*(
-                _audit(actor, "keep" if after.state == "kept" else "release", before, after,
+                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
                        "reserved at bind but the pod never got a node")
                 for before, after in changes))
         for before, after in changes:
@@ -371,7 +371,7 @@ class Allocator:
             if row is None or row.state != "kept" or row.owner_key != owner_key:
                 return False
             after = await store.addresses.free(row.id)
-            await store.audit.record(_audit(actor, "release", row, after, reason))
+            await store.audit.record(audit_entry(actor, "release", row, after, reason))
         self._notify(row, after)
         return True
 
@@ -395,7 +395,7 @@ class Allocator:
                 raise Conflict(f"{address} is used by pod {pod.key} but held as {row.state} "
                                f"by {row.owner_key}", address=str(address))
             after = await store.addresses.change(row.id, holder)
-            await store.audit.record(_audit(actor, "adopt", row, after, reason))
+            await store.audit.record(audit_entry(actor, "adopt", row, after, reason))
         self._notify(row, after)
         return after
 
@@ -414,7 +414,7 @@ class Allocator:
                     continue
                 changes.append((locked, await store.addresses.free(locked.id)))
             await store.audit.record(*(
-                _audit(actor, "release", before, after, reason) for before, after in changes))
+                audit_entry(actor, "release", before, after, reason) for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
         return [after for _, after in changes]
