@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +70,13 @@ def actor() -> Actor:
 
 
 from tests.fakeapi.fixtures import fake_apiserver, kube_config  # noqa: E402,F401
+
+
+@pytest.fixture
+def db_url_sync(db_factory: DatabaseFactory) -> Iterator[str]:
+    """A fresh database for tests that are not async (subprocess-driven ones)."""
+    import asyncio
+
+    url = asyncio.run(db_factory.create())
+    yield url
+    asyncio.run(db_factory.drop(url))
