@@ -21,10 +21,26 @@ class SessionLock:
         self.engine = engine
         self.key = key
         self._conn: AsyncConnection | None = None
+        # One connection, several callers (the election loop, every leader-only action):
+        # a connection runs one statement at a time, so they take turns.
+        self._mutex = asyncio.Lock()
 
     async def try_acquire(self) -> bool:
+        async with self._mutex:
+            return await self._try_acquire()
+
+    async def held(self) -> bool:
+        """True while our connection is alive and still holds the lock."""
+        async with self._mutex:
+            return await self._held()
+
+    async def release(self) -> None:
+        async with self._mutex:
+            await self._release()
+
+    async def _try_acquire(self) -> bool:
         if self._conn is not None:
-            return await self.held()
+            return await self._held()
         conn = await self.engine.connect()
         try:
             got = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}))
@@ -38,8 +54,7 @@ class SessionLock:
         self._conn = conn
         return True
 
-    async def held(self) -> bool:
-        """True while our connection is alive and still holds the lock."""
+    async def _held(self) -> bool:
         if self._conn is None:
             return False
         try:
@@ -54,7 +69,7 @@ class SessionLock:
             await self._drop()
         return ok
 
-    async def release(self) -> None:
+    async def _release(self) -> None:
         if self._conn is None:
             return
         with contextlib.suppress(Exception):
