@@ -52,7 +52,8 @@ class PoolConfigMapController:
             log.error("pool ConfigMap %s/%s (resourceVersion %s) not applied: %s",
                       self.settings.namespace, self.settings.name, version, exc.message)
             return
-        self.applied_version, self.last_error = version, None
+        # Filter must see the new pools before anyone is told the config is in effect.
         await self.runtime.catalog.refresh(self.runtime.db)
+        self.applied_version, self.last_error = version, None
         if not diff.empty:
             log.info("pool ConfigMap applied: %s", diff.to_dict())
