@@ -23,6 +23,7 @@ from bench import workload
 from bench.httpclient import Connection, HttpError
 from bench.infra import (
     PgServer,
+    allocated_counts,
     fresh_database,
     machine_busy_seconds,
     migrate,
@@ -204,20 +205,13 @@ async def run(lab: Lab) -> Section:
             finally:
                 await conn.close()
             section.figures["service_memory_mb"] = svc.memory()
-        check = await asyncpg.connect(**lab.pg.connect_kwargs(database))
-        try:
-            row = await check.fetchrow(
-                "SELECT count(*) AS n, count(DISTINCT address) AS d FROM addresses "
-                "WHERE state = 'allocated'")
-        finally:
-            await check.close()
-    assert row is not None
-    section.figures["allocated"] = {"rows": row["n"], "distinct": row["d"]}
+        rows, distinct_rows = await allocated_counts(lab.pg, database)
+    section.figures["allocated"] = {"rows": rows, "distinct": distinct_rows}
     top = max(sizes.bind_levels)
     section.targets.append(Target(f"bind throughput / pgbench, concurrency {top}",
                                   section.figures[f"c{top}"]["ratio"], RATIO_LIMIT, "x", "ge"))
     section.notes.append(
-        f"{row['n']} addresses allocated, {row['d']} distinct; each pod was filtered (untimed) "
+        f"{rows} addresses allocated, {distinct_rows} distinct; each pod was filtered (untimed) "
         "before its bind, as the scheduler does. pgbench: -M prepared, -j 2, as many "
         f"transactions as the level's binds, {sizes.pgbench_rows:,} free rows; both databases "
         "vacuumed before each level. CPU columns: "

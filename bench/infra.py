@@ -327,3 +327,16 @@ async def running_service(pg: PgServer, database: str, api: FakeApi, pools_file:
 
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="ipam-bench-"))
+
+
+async def allocated_counts(pg: Any, database: str) -> tuple[int, int]:
+    """(allocated rows, distinct addresses among them): the duplicate check every run ends with."""
+    conn = await asyncpg.connect(**pg.connect_kwargs(database))
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, count(DISTINCT address) AS d FROM addresses "
+            "WHERE state = 'allocated'")
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row["n"]), int(row["d"])

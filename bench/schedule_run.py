@@ -12,12 +12,11 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
 import orjson
 
 from bench import workload
 from bench.httpclient import Connection, HttpError, Pool
-from bench.infra import FakeApi, fresh_database, running_service
+from bench.infra import FakeApi, allocated_counts, fresh_database, running_service
 from bench.lab import Lab
 from bench.report import Section, Target
 from bench.stats import Latency
@@ -105,19 +104,12 @@ async def run(lab: Lab) -> Section:
                 await conn.close()
                 await binders.close()
         bound, addresses = await bound_addresses(api)
-        check = await asyncpg.connect(**lab.pg.connect_kwargs(database))
-        try:
-            row = await check.fetchrow(
-                "SELECT count(*) AS n, count(DISTINCT address) AS d FROM addresses "
-                "WHERE state = 'allocated'")
-        finally:
-            await check.close()
+        rows, distinct_rows = await allocated_counts(lab.pg, database)
     if errors:
         raise HttpError(f"{len(errors)} scheduling errors, first: {errors[:3]}")
-    assert row is not None
     distinct = len(set(addresses))
     all_distinct = bound == total and len(addresses) == total and distinct == total \
-        and row["n"] == total and row["d"] == total
+        and rows == total and distinct_rows == total
     f, b = Latency.of(filter_s), Latency.of(bind_s)
     section.rows.append([elapsed, total / elapsed, f.p50, f.p99, b.p50, b.p99, peak, bound,
                          distinct])
@@ -125,7 +117,7 @@ async def run(lab: Lab) -> Section:
         "pods": total, "nodes": len(names), "total_seconds": elapsed,
         "pods_per_second": total / elapsed, "filter": f.to_dict(), "bind": b.to_dict(),
         "max_binds_in_flight": peak, "bound": bound, "annotated_addresses": len(addresses),
-        "distinct_addresses": distinct, "db_allocated": row["n"], "db_distinct": row["d"],
+        "distinct_addresses": distinct, "db_allocated": rows, "db_distinct": distinct_rows,
         "all_distinct": all_distinct})
     section.targets.append(Target(f"{total:,}-pod run, total time", elapsed, TOTAL_LIMIT_S,
                                   "s"))
@@ -133,5 +125,5 @@ async def run(lab: Lab) -> Section:
                                   float(total), "pods", "ge"))
     section.notes.append(
         f"bound pods {bound}/{total}; addresses in annotations {len(addresses)} "
-        f"({distinct} distinct); allocated rows {row['n']} ({row['d']} distinct).")
+        f"({distinct} distinct); allocated rows {rows} ({distinct_rows} distinct).")
     return section

@@ -13,6 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from ipam.api.extender_wire import (
 )
 from ipam.api.responses import OrjsonResponse
 from ipam.engine.node import internal_ip, node_name
-from ipam.engine.pod import PodShapeError, pod_facts
+from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.errors import IpamError
 from ipam.logs import request_id as current_request_id
 from ipam.services.placement import Candidate, Placement
@@ -85,12 +86,29 @@ async def _body(request: Request) -> dict[str, Any]:
     return doc
 
 
-def _args(doc: Mapping[str, Any], placement: Placement
-          ) -> tuple[Any, list[str] | list[Candidate], list[Any] | None]:
-    """(pod facts, node names (nodeCacheCapable) or candidates, full node objects or None).
+@dataclass(frozen=True, slots=True)
+class _Args:
+    """An ExtenderArgs: the pod, and the candidate nodes in the form the request used."""
 
-    Names stay plain strings: building a candidate object per node cost more than the rest
-    of a 5,000-node filter."""
+    pod: PodFacts
+    #: nodeCacheCapable: the names only. Kept as plain strings: building an object per node
+    #: cost more than the rest of a 5,000-node filter.
+    names: list[str] | None = None
+    #: Full mode: the node objects as sent (echoed back) and what was read from them.
+    items: list[Any] | None = None
+    candidates: list[Candidate] | None = None
+
+    def node_names(self) -> list[str]:
+        return self.names if self.names is not None else [c.name for c in self.candidates or ()]
+
+    def as_candidates(self, placement: Placement) -> list[Candidate]:
+        if self.candidates is not None:
+            return self.candidates
+        ips = placement.nodes.addresses()
+        return [Candidate(n, ips.get(n), n in ips) for n in self.names or ()]
+
+
+def _args(doc: Mapping[str, Any]) -> _Args:
     try:
         pod = pod_facts(doc.get("Pod"))
     except PodShapeError as exc:
@@ -99,7 +117,7 @@ def _args(doc: Mapping[str, Any], placement: Placement
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise WireError("NodeNames must be a list of strings or null")
-        return pod, names, None
+        return _Args(pod, names=names)
     if nodes is not None:
         items = nodes.get("items") if isinstance(nodes, dict) else None
         if not isinstance(items, list):
@@ -110,7 +128,7 @@ def _args(doc: Mapping[str, Any], placement: Placement
             if name is None:
                 raise WireError(f"Nodes.items[{i}].metadata.name is missing")
             candidates.append(Candidate(name, internal_ip(item)))
-        return pod, candidates, items
+        return _Args(pod, items=items, candidates=candidates)
     raise WireError("neither NodeNames nor Nodes is set")
 
 
@@ -140,27 +158,29 @@ async def filter_nodes(request: Request) -> OrjsonResponse:
 async def _filter(request: Request) -> Outcome:
     placement = _placement(request)
     try:
-        pod, candidates, items = _args(await _body(request), placement)
+        args = _args(await _body(request))
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
+    pod = args.pod
     if not pod.managed:
-        passed = list(candidates) if items is None else [c.name for c in candidates]  # type: ignore[union-attr]
-        failed, unresolvable = {}, None
+        passed, failed, unresolvable = args.node_names(), {}, None
     else:
         try:
-            outcome = await (placement.filter_names(pod, candidates) if items is None  # type: ignore[arg-type]
-                             else placement.filter(pod, candidates))  # type: ignore[arg-type]
+            if args.names is not None:
+                outcome = await placement.filter_names(pod, args.names)
+            else:
+                outcome = await placement.filter(pod, args.as_candidates(placement))
         except IpamError as exc:
             log.warning("filter %s failed: %s", pod.key, exc.message)
             return OrjsonResponse({"Nodes": None, "NodeNames": None, "FailedNodes": None,
                                    "FailedAndUnresolvableNodes": None,
                                    "Error": exc.message}), "error"
         passed, failed, unresolvable = outcome.passed, outcome.failed, outcome.unresolvable
-    if items is None:
+    if args.items is None:
         nodes_out, names_out = None, passed
     else:
         keep = set(passed)
-        nodes_out = {"metadata": {}, "items": [i for i in items if node_name(i) in keep]}
+        nodes_out = {"metadata": {}, "items": [i for i in args.items if node_name(i) in keep]}
         names_out = None
     return OrjsonResponse({"Nodes": nodes_out, "NodeNames": names_out, "FailedNodes": failed,
                            "FailedAndUnresolvableNodes": unresolvable, "Error": ""}), "ok"
@@ -178,12 +198,10 @@ async def prioritize_nodes(request: Request) -> OrjsonResponse:
 async def _prioritize(request: Request) -> Outcome:
     placement = _placement(request)
     try:
-        pod, nodes, _ = _args(await _body(request), placement)
+        args = _args(await _body(request))
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
-    ips = placement.nodes.addresses()
-    candidates = [n if isinstance(n, Candidate) else Candidate(n, ips.get(n), n in ips)
-                  for n in nodes]
+    pod, candidates = args.pod, args.as_candidates(placement)
     if not pod.managed:
         return OrjsonResponse([{"Host": c.name, "Score": 0} for c in candidates]), "ok"
     try:

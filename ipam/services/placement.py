@@ -270,13 +270,6 @@ class Placement:
         self.recent.forget(uid)
         return records
 
-    async def _safe_get(self, pod: PodFacts) -> PodFacts | None:
-        assert self.cluster is not None
-        try:
-            return await self.cluster.get_pod(pod.namespace, pod.name)
-        except IpamError:
-            return None
-
     async def _read_back(self, pod: PodFacts) -> tuple[PodFacts | None, bool]:
         """(the pod now or None if absent, whether the API server actually answered)."""
         assert self.cluster is not None
@@ -288,7 +281,7 @@ class Placement:
     async def _already_bound_here(self, pod: PodFacts, node: str,
                                   annotation: Mapping[str, str]) -> bool:
         """A retried bind whose first attempt landed: the pod is on this node with our IPs."""
-        current = await self._safe_get(pod)
+        current, _ = await self._read_back(pod)
         return (current is not None and current.uid == pod.uid and current.node_name == node
                 and current.annotations.get(CNI_ARGS_ANNOTATION)
                 == annotation[CNI_ARGS_ANNOTATION])
