@@ -8,6 +8,7 @@ Connection failures surface as ``Unavailable`` (503 / extender Error), never as 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -152,7 +153,9 @@ def _alembic_config(connection: object | None = None) -> object:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest migration shipped with this code (read once: /readyz asks every probe)."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_alembic_config())  # type: ignore[arg-type]
