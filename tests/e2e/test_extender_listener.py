@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,13 @@ def test_extender_on_its_own_port(db_url_sync: str, tmp_path: Path) -> None:
     svc = Service(env, port)
     svc.start()
     try:
+        # The extender listener starts right after the main one is up: wait for it too.
+        for _ in range(200):
+            try:
+                httpx.get(f"http://127.0.0.1:{extender_port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
         body = (FIXTURES / "extender/filter-request-fullnodes.json").read_bytes()
         on_extender = httpx.post(f"http://127.0.0.1:{extender_port}/v1/filter", content=body)
         assert on_extender.status_code == 200
