@@ -44,8 +44,8 @@ UPDATE addresses SET state = 'allocated',
     pod_namespace = 'bench', pod_name = 'pgb-' || :client_id || '-' || :n,
     pod_uid = 'pgb-uid-' || :client_id || '-' || :n, node = 'node-00001', slot = 0,
     allocated_at = now(), updated_at = now()
-  WHERE id = (SELECT id FROM addresses WHERE pool_id = 1 AND state = 'free'
-              ORDER BY address LIMIT 1 FOR UPDATE SKIP LOCKED)
+  WHERE id = (SELECT id FROM addresses WHERE pool_id BETWEEN 1 AND 1 AND state = 'free'
+              ORDER BY pool_id, address LIMIT 1 FOR UPDATE SKIP LOCKED)
     AND state = 'free';
 INSERT INTO audit (actor, action, address, pool, owner_key, pod_namespace, pod_name, pod_uid,
                    after)

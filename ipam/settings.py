@@ -56,8 +56,11 @@ class Settings(BaseSettings):
 
     #: ``postgresql+asyncpg://user:pass@host/db``; empty = start an embedded PostgreSQL.
     database_url: SecretStr | None = None
-    database_pool_size: int = Field(10, ge=1)
-    database_max_overflow: int = Field(10, ge=0)
+    #: Connections kept open: about the scheduler's bind concurrency. Connections beyond it
+    #: (overflow) are closed when returned; with 10 kept, binds at concurrency 32 opened and
+    #: closed one per few binds and lost their prepared statements each time.
+    database_pool_size: int = Field(20, ge=1)
+    database_max_overflow: int = Field(20, ge=0)
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
     #: 9040 is the port in galaxy's scheduler policy (urlPrefix http://<svc>:9040/v1).
     port: int = Field(9040, ge=1, le=65535)

@@ -281,7 +281,7 @@ class AddressAdmin:
         fingerprint = _fingerprint(flt)
         after = _decode_cursor(cursor, fingerprint) if cursor is not None else None
         async with self.db.transaction() as store:
-            found = await AddressQuery(store.conn).page(flt, after, limit + 1)
+            found = await AddressQuery(store.sql).page(flt, after, limit + 1)
         items = [AddressView.of(i) for i in found[:limit]]
         more = len(found) > limit
         return AddressPage(items, _encode_cursor(fingerprint, items[-1].address)
@@ -299,13 +299,13 @@ class AddressAdmin:
 
     async def taken(self) -> list[AddressRecord]:
         async with self.db.transaction() as store:
-            return await AddressQuery(store.conn).taken()
+            return await AddressQuery(store.sql).taken()
 
     async def pool_usage_detail(self) -> UsageReport:
         async with self.db.transaction() as store:
             pools = await store.pools.all()
             counts = await store.addresses.taken_counts()
-            per_range = await AddressQuery(store.conn).range_counts()
+            per_range = await AddressQuery(store.sql).range_counts()
         details = []
         vlans: dict[int | None, VlanUsage] = {}
         for pool in pools:
@@ -372,8 +372,7 @@ class AddressAdmin:
     async def reserve(self, address: IPAddress, *, holder_name: str, note: str | None,
                       actor: Actor) -> AddressRecord:
         """Keep a free address out of allocation (``Conflict`` if it is not free)."""
-        async with self.db.transaction() as store:
-            await store.locks.config_shared()
+        async with self.db.transaction(config_shared=True) as store:
             pool = _pool_of(await store.pools.all(), address)
             row = await store.addresses.by_address(address)
             if row is None:
@@ -416,7 +415,7 @@ class AddressAdmin:
         """Release each address (one transaction each); per address ``None`` if released,
         else why not. Addresses nobody holds cost one shared lookup, not one each."""
         async with self.db.transaction() as store:
-            rows = await AddressQuery(store.conn).by_addresses([a for a, _ in wanted])
+            rows = await AddressQuery(store.sql).by_addresses([a for a, _ in wanted])
         out: list[str | None] = []
         for address, refuse in wanted:
             row = rows.get(address)
@@ -493,7 +492,7 @@ class AddressAdmin:
     # galaxy's named pools -------------------------------------------------------------
     async def named_pool(self, name: str) -> NamedPoolState:
         async with self.db.transaction() as store:
-            defined = await NamedPoolQuery(store.conn).get(name)
+            defined = await NamedPoolQuery(store.sql).get(name)
             held = await store.addresses.by_owner(f"pool/{name}")
         if defined is not None:
             return NamedPoolState(name, defined.size, defined.pre_allocate_ip, len(held))
@@ -506,9 +505,8 @@ class AddressAdmin:
         """Record the pool; with ``pre_allocate_ip``, keep addresses for it up to ``size``."""
         owner = f"pool/{name}"
         created: list[AddressRecord] = []
-        async with self.db.transaction() as store:
-            await store.locks.config_shared()
-            query = NamedPoolQuery(store.conn)
+        async with self.db.transaction(config_shared=True) as store:
+            query = NamedPoolQuery(store.sql)
             before = await query.get(name, lock=True)
             after = await query.upsert(name, size, pre_allocate_ip)  # row-locked until commit
             held = await store.addresses.by_owner(owner)
@@ -544,8 +542,8 @@ class AddressAdmin:
         owner = f"pool/{name}"
         changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
-            before = await NamedPoolQuery(store.conn).get(name, lock=True)
-            existed = await NamedPoolQuery(store.conn).delete(name)
+            before = await NamedPoolQuery(store.sql).get(name, lock=True)
+            existed = await NamedPoolQuery(store.sql).delete(name)
             rows = await store.addresses.by_owner(owner)
             if not existed and not rows:
                 raise NotFound(f"pool {name}", pool=name)

@@ -119,20 +119,38 @@ class Allocator:
                              node: str | None, actor: Actor, groups: Sequence[object],
                              *, grow_inline: bool) -> list[tuple[str | None, AddressRecord]]:
         changes: list[tuple[AddressRecord | None, AddressRecord]] = []
-        async with self.db.transaction() as store:
-            await store.locks.config_shared()
-            existing = await store.addresses.by_pod_uid(pod.uid)
+        owner = owner_of(pod)
+        owner_key = owner.key if owner.kind is not OwnerKind.POD else None
+        holder = Holder(
+            state="allocated", owner_key=owner.key, policy=ReleasePolicy.of(pod).value,
+            pod_namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid, node=node,
+            kept_ttl_seconds=kept_ttl_seconds(pod),
+        )
+        if pools and not groups and owner.kind is not OwnerKind.POOL:
+            # The common bind: read what the pod and its owner hold and, when that cannot
+            # change the decision, take and log the first pool's lowest free address, as one
+            # statement that is its own transaction (docs/design.md). Otherwise the
+            # transaction below decides.
+            async with self.db.single_statement() as store:
+                held, taken = await store.addresses.held_or_take(
+                    owner_key, pools[0].id, holder, plain_owner=not owner.keeps_per_pod,
+                    actor=actor.name, request_id=actor.request_id)
+                existing = [rec for rec in held if rec.pod_uid == pod.uid]
+                if taken is None and existing:
+                    # A bind is in flight for these rows: the reconciler must keep off them.
+                    await store.addresses.touch_pod(pod.uid)
+            if taken is not None:
+                self._notify(None, taken)
+                return [("free", taken)]
+            if existing:
+                return [(None, rec) for rec in existing]
+        async with self.db.transaction(config_shared=True) as store:
+            held = await store.addresses.held_for(pod.uid, owner_key)
+            existing = [rec for rec in held if rec.pod_uid == pod.uid]
             if existing:
                 # A bind is in flight for these rows: tell the reconciler to keep off them.
                 await store.addresses.touch_pod(pod.uid)
                 return [(None, rec) for rec in existing]
-            owner = owner_of(pod)
-            policy = ReleasePolicy.of(pod)
-            holder = Holder(
-                state="allocated", owner_key=owner.key, policy=policy.value,
-                pod_namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid, node=node,
-                kept_ttl_seconds=kept_ttl_seconds(pod),
-            )
             if not pools:
                 raise PoolExhausted(f"no pool routes node {node}", pod=pod.key, node=node)
             if groups:
@@ -141,7 +159,7 @@ class Allocator:
                         store, pod, owner, group, pools,  # type: ignore[arg-type]
                         replace(holder, slot=slot), slot))
             else:
-                changes.append(await self._take_one(store, pod, owner, pools, holder,
+                changes.append(await self._take_one(store, pod, owner, pools, holder, held,
                                                     grow_inline))
             await store.audit.record(*(
                 audit_entry(actor, "reuse" if before is not None else "allocate", before, after)
@@ -152,11 +170,14 @@ class Allocator:
                 for before, after in changes]
 
     async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
-                        pools: Sequence[PoolRecord], holder: Holder, grow_inline: bool = True
+                        pools: Sequence[PoolRecord], holder: Holder,
+                        held: Sequence[AddressRecord], grow_inline: bool = True
                         ) -> tuple[AddressRecord | None, AddressRecord]:
+        """``held``: the owner's rows, read in this transaction (rows of other owners and
+        of the pod itself may be among them)."""
         pool_ids = [p.id for p in pools]
         if owner.kind is not OwnerKind.POD:
-            held = await store.addresses.by_owner(owner.key)
+            held = [r for r in held if r.owner_key == owner.key]
             if owner.keeps_per_pod:
                 busy = [r for r in held if r.state == "allocated" and r.pod_uid != pod.uid]
                 if busy:
@@ -165,7 +186,9 @@ class Allocator:
                         f"{busy[0].pod_namespace}/{busy[0].pod_name} (uid {busy[0].pod_uid}); "
                         "it is handed over once that pod's deletion is processed",
                         owner=owner.key, address=str(busy[0].address))
-            kept = await store.addresses.kept_for_owner(owner.key, pool_ids)
+            # The kept row is locked (SKIP LOCKED) only when there is one to take.
+            kept = (await store.addresses.kept_for_owner(owner.key, pool_ids)
+                    if any(r.state == "kept" and r.pool_id in pool_ids for r in held) else None)
             if kept is not None:
                 return kept, await store.addresses.change(kept.id, holder)
             if owner.kind is OwnerKind.POOL:
@@ -383,8 +406,7 @@ class Allocator:
                         policy=ReleasePolicy.of(pod).value, pod_namespace=pod.namespace,
                         pod_name=pod.name, pod_uid=pod.uid, node=pod.node_name,
                         kept_ttl_seconds=kept_ttl_seconds(pod))
-        async with self.db.transaction() as store:
-            await store.locks.config_shared()
+        async with self.db.transaction(config_shared=True) as store:
             await store.addresses.materialize(pool.id, [address])
             row = await store.addresses.by_address(address, lock=True)
             assert row is not None

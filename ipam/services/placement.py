@@ -95,7 +95,7 @@ class Placement:
         owner = owner_of(pod)
         key = owner.key if owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps \
             else None
-        async with self.db.transaction() as store:
+        async with self.db.single_statement() as store:
             rows = await store.addresses.held_for(pod.uid, key)
         mine = [r for r in rows if r.pod_uid == pod.uid]
         return mine or [r for r in rows if r.state == "kept"]

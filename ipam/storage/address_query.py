@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from ipam.engine.ip_ranges import IPAddress, IPNetwork, to_address
 from ipam.storage.address_repository import _COLUMNS, to_record
 from ipam.storage.pool_repository import PoolRepository
 from ipam.storage.records import AddressRecord, PoolRecord
+from ipam.storage.sql import Row, Sql
 
 #: Addresses examined per round trip when free ones may be listed.
 WINDOW = 1024
@@ -114,15 +112,15 @@ def _window(spans: Sequence[_Span], after: IPAddress | None, count: int
 
 
 class AddressQuery:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
 
     async def page(self, flt: AddressFilter, after: IPAddress | None, limit: int
                    ) -> list[AddressRecord | FreeSlot]:
         """Up to ``limit`` addresses after ``after`` in address order (IPv4 before IPv6)."""
         if flt.taken_only:
             return list(await self._rows_page(flt, after, limit))
-        pools = [p for p in await PoolRepository(self.conn).all()
+        pools = [p for p in await PoolRepository(self.sql).all()
                  if flt.pool is None or p.name == flt.pool]
         spans = _spans(pools, flt.subnet)
         out: list[AddressRecord | FreeSlot] = []
@@ -170,18 +168,18 @@ class AddressQuery:
         if after is not None:
             where.append("a.address > CAST(:after AS inet)")
             params["after"] = str(after)
-        result = await self.conn.execute(text(
+        rows = await self.sql.rows(
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            f"WHERE {' AND '.join(where)} ORDER BY a.address LIMIT :limit"), params)
-        return [to_record(r) for r in result]
+            f"WHERE {' AND '.join(where)} ORDER BY a.address LIMIT :limit", params)
+        return [to_record(r) for r in rows]
 
     async def _rows_between(self, first: IPAddress, last: IPAddress
                             ) -> dict[IPAddress, AddressRecord]:
-        result = await self.conn.execute(text(
+        rows = await self.sql.rows(
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)"),
+            "WHERE a.address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)",
             {"f": str(first), "l": str(last)})
-        records = (to_record(r) for r in result)
+        records = (to_record(r) for r in rows)
         return {rec.address: rec for rec in records}
 
     async def by_addresses(self, addresses: Sequence[IPAddress]
@@ -189,57 +187,61 @@ class AddressQuery:
         """The rows of these addresses (free or not); addresses without a row are absent."""
         if not addresses:
             return {}
-        result = await self.conn.execute(text(
+        rows = await self.sql.rows(
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.address = ANY(CAST(:addrs AS inet[]))"),
+            "WHERE a.address = ANY(CAST(:addrs AS inet[]))",
             {"addrs": [str(a) for a in addresses]})
-        records = (to_record(r) for r in result)
+        records = (to_record(r) for r in rows)
         return {rec.address: rec for rec in records}
 
     async def range_counts(self) -> dict[tuple[int, int], dict[str, int]]:
         """(pool id, first address of the range as int) -> {state: count} of taken rows."""
-        result = await self.conn.execute(text(
-            'SELECT r.pool_id, r."first", a.state, count(*) FROM ranges r '
+        rows = await self.sql.rows(
+            'SELECT r.pool_id, r."first", a.state, count(*) AS n FROM ranges r '
             "JOIN addresses a ON a.pool_id = r.pool_id "
             'AND a.address BETWEEN r."first" AND r."last" '
-            "WHERE a.state <> 'free' GROUP BY r.pool_id, r.\"first\", a.state"))
+            "WHERE a.state <> 'free' GROUP BY r.pool_id, r.\"first\", a.state")
         out: dict[tuple[int, int], dict[str, int]] = {}
-        for pool_id, first, state, count in result:
-            key = (pool_id, int(ipaddress.ip_interface(str(first)).ip))
-            out.setdefault(key, {})[state] = count
+        for r in rows:
+            key = (r["pool_id"], int(ipaddress.ip_interface(str(r["first"])).ip))
+            out.setdefault(key, {})[r["state"]] = r["n"]
         return out
 
     async def taken(self) -> list[AddressRecord]:
         """Every address that is not free, in address order (galaxy's listing filters these)."""
-        result = await self.conn.execute(text(
+        rows = await self.sql.rows(
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.state <> 'free' ORDER BY a.address"))
-        return [to_record(r) for r in result]
+            "WHERE a.state <> 'free' ORDER BY a.address")
+        return [to_record(r) for r in rows]
+
+
+def _named(row: Row) -> NamedPool:
+    return NamedPool(row["name"], row["size"], row["pre_allocate_ip"], row["updated_at"])
 
 
 class NamedPoolQuery:
     """galaxy's named pools: ``name -> (size, preAllocateIP)``."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
 
     async def get(self, name: str, *, lock: bool = False) -> NamedPool | None:
         suffix = " FOR UPDATE" if lock else ""
-        row = (await self.conn.execute(text(
+        row = await self.sql.row(
             "SELECT name, size, pre_allocate_ip, updated_at FROM named_pools "
-            f"WHERE name = :n{suffix}"), {"n": name})).first()
-        return NamedPool(row[0], row[1], row[2], row[3]) if row is not None else None
+            f"WHERE name = :n{suffix}", {"n": name})
+        return _named(row) if row is not None else None
 
     async def upsert(self, name: str, size: int, pre_allocate_ip: bool) -> NamedPool:
-        row = (await self.conn.execute(text(
+        row = await self.sql.row(
             "INSERT INTO named_pools (name, size, pre_allocate_ip) VALUES (:n, :s, :p) "
             "ON CONFLICT (name) DO UPDATE SET size = EXCLUDED.size, "
             "pre_allocate_ip = EXCLUDED.pre_allocate_ip, updated_at = now() "
-            "RETURNING name, size, pre_allocate_ip, updated_at"),
-            {"n": name, "s": size, "p": pre_allocate_ip})).one()
-        return NamedPool(row[0], row[1], row[2], row[3])
+            "RETURNING name, size, pre_allocate_ip, updated_at",
+            {"n": name, "s": size, "p": pre_allocate_ip})
+        assert row is not None
+        return _named(row)
 
     async def delete(self, name: str) -> bool:
-        result = await self.conn.execute(text(
-            "DELETE FROM named_pools WHERE name = :n RETURNING name"), {"n": name})
-        return result.first() is not None
+        return await self.sql.execute(
+            "DELETE FROM named_pools WHERE name = :n", {"n": name}) > 0

@@ -12,12 +12,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
+import orjson
 
 from ipam.engine.ip_ranges import IPAddress
 from ipam.storage.records import AddressRecord, Holder, inet_address
+from ipam.storage.sql import Row, Sql
 
 _COLUMNS = """
     a.id, a.pool_id, p.name AS pool, a.address, masklen(p.subnet) AS prefix_length,
@@ -34,48 +33,83 @@ _HOLDER_SET = """
     updated_at = now()
 """
 
-_TAKE_FREE = text(f"""
-    UPDATE addresses a SET {_HOLDER_SET}
-    FROM pools p
-    WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = (
-        SELECT id FROM addresses
-        WHERE pool_id = :pool_id AND state = 'free'
-        ORDER BY address
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING {_COLUMNS}
-""")
+#: The pool's lowest free row nobody holds, through ``ix_addresses_free (pool_id, address)``.
+#: Written as ``pool_id = :pool_id ... ORDER BY address``, the planner walked the unique
+#: address index instead and filtered out every taken row on the way (5,000 taken rows: 102
+#: buffers and 0.7-5 ms per allocation, against 4 buffers). A range on pool_id is not an
+#: equality, so ``ORDER BY pool_id, address`` stays and only the partial index provides it.
+_LOWEST_FREE = """
+    SELECT id FROM addresses
+    WHERE pool_id BETWEEN :pool_id AND :pool_id AND state = 'free'
+    ORDER BY pool_id, address
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+"""
 
-_TAKE_FREE_IN_RANGE = text(f"""
+_TAKE_FREE = f"""
+    UPDATE addresses a SET {_HOLDER_SET}
+    FROM pools p
+    WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = ({_LOWEST_FREE})
+    RETURNING {_COLUMNS}
+"""
+
+#: The common bind in one round trip (``held_or_take``).
+_HELD_OR_TAKE = f"""
+    WITH held AS (
+        SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id
+        WHERE a.pod_uid = :pod_uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k)
+    ),
+    taken AS (
+        UPDATE addresses a SET {_HOLDER_SET}
+        FROM pools p
+        WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = ({_LOWEST_FREE}) AND NOT EXISTS (
+            SELECT 1 FROM held h
+            WHERE h.pod_uid = :pod_uid OR h.state = 'kept' OR NOT :plain_owner
+        )
+        RETURNING {_COLUMNS}
+    ),
+    logged AS (
+        INSERT INTO audit (actor, action, address, pool, owner_key, pod_namespace, pod_name,
+                           pod_uid, after, request_id)
+        SELECT :actor, 'allocate', t.address, t.pool, t.owner_key, t.pod_namespace,
+               t.pod_name, t.pod_uid, CAST(:after AS jsonb), :request_id
+        FROM taken t
+    )
+    SELECT true AS taken, * FROM taken
+    UNION ALL
+    SELECT false, * FROM held
+    ORDER BY taken DESC, slot, address
+"""
+
+_TAKE_FREE_IN_RANGE = f"""
     UPDATE addresses a SET {_HOLDER_SET}
     FROM pools p
     WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = (
         SELECT id FROM addresses
-        WHERE pool_id = :pool_id AND state = 'free'
+        WHERE pool_id BETWEEN :pool_id AND :pool_id AND state = 'free'
           AND address BETWEEN CAST(:first AS inet) AND CAST(:last AS inet)
-        ORDER BY address
+        ORDER BY pool_id, address
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     )
     RETURNING {_COLUMNS}
-""")
+"""
 
-_CHANGE = text(f"""
+_CHANGE = f"""
     UPDATE addresses a SET {_HOLDER_SET}
     FROM pools p
     WHERE p.id = a.pool_id AND a.id = :id
     RETURNING {_COLUMNS}
-""")
+"""
 
-_FREE = text(f"""
+_FREE = f"""
     UPDATE addresses a SET state = 'free', owner_key = NULL, policy = NULL,
         pod_namespace = NULL, pod_name = NULL, pod_uid = NULL, node = NULL, slot = 0,
         kept_ttl_seconds = NULL, note = NULL, kept_since = NULL, updated_at = now()
     FROM pools p
     WHERE p.id = a.pool_id AND a.id = :id
     RETURNING {_COLUMNS}
-""")
+"""
 
 
 def _holder_params(holder: Holder) -> dict[str, Any]:
@@ -93,8 +127,7 @@ def _holder_params(holder: Holder) -> dict[str, Any]:
     }
 
 
-def to_record(row: Row[Any]) -> AddressRecord:
-    m = row._mapping
+def to_record(m: Row) -> AddressRecord:
     gateway = m["gateway"]
     return AddressRecord(
         id=m["id"], pool_id=m["pool_id"], pool=m["pool"], address=inet_address(m["address"]),
@@ -108,16 +141,15 @@ def to_record(row: Row[Any]) -> AddressRecord:
 
 
 class AddressRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
 
-    async def _one(self, stmt: Any, params: dict[str, Any]) -> AddressRecord | None:
-        row = (await self.conn.execute(stmt, params)).first()
+    async def _one(self, sql: str, params: dict[str, Any]) -> AddressRecord | None:
+        row = await self.sql.row(sql, params)
         return to_record(row) if row is not None else None
 
     async def _many(self, sql: str, params: dict[str, Any]) -> list[AddressRecord]:
-        result = await self.conn.execute(text(sql), params)
-        return [to_record(r) for r in result]
+        return [to_record(r) for r in await self.sql.rows(sql, params)]
 
     # -- reads ---------------------------------------------------------------------------
     async def by_pod_uid(self, uid: str, *, lock: bool = False) -> list[AddressRecord]:
@@ -140,6 +172,24 @@ class AddressRepository:
             "WHERE a.pod_uid = :uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k) "
             "ORDER BY a.slot, a.address", {"uid": uid, "k": owner_key})
 
+    async def held_or_take(self, owner_key: str | None, pool_id: int, holder: Holder, *,
+                           plain_owner: bool, actor: str, request_id: str | None
+                           ) -> tuple[list[AddressRecord], AddressRecord | None]:
+        """``held_for``, and in the same statement ``take_free`` with its audit row, when what
+        is held cannot change the decision: the pod holds nothing, its owner keeps nothing,
+        and (unless ``plain_owner``) the owner holds nothing at all. Otherwise nothing is
+        taken and the caller decides from the rows it got back, as it would have anyway.
+
+        The audit row is the one ``services.allocation.audit_entry`` makes for a fresh
+        allocation; tests/services compare the two.
+        """
+        rows = await self.sql.rows(_HELD_OR_TAKE, {
+            "k": owner_key, "pool_id": pool_id, "plain_owner": plain_owner, "actor": actor,
+            "request_id": request_id, "after": orjson.dumps(holder.snapshot()).decode(),
+            **_holder_params(holder)})
+        taken = to_record(rows[0]) if rows and rows[0]["taken"] else None
+        return [to_record(r) for r in rows if not r["taken"]], taken
+
     async def by_owner(self, owner_key: str, *, prefix: bool = False) -> list[AddressRecord]:
         cond = "a.owner_key LIKE :k" if prefix else "a.owner_key = :k"
         key = owner_key.replace("%", r"\%").replace("_", r"\_") + "%" if prefix else owner_key
@@ -150,14 +200,14 @@ class AddressRepository:
     async def by_address(self, address: IPAddress, *, lock: bool = False
                          ) -> AddressRecord | None:
         suffix = " FOR UPDATE OF a" if lock else ""
-        return await self._one(text(
+        return await self._one((
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
             f"WHERE a.address = CAST(:addr AS inet){suffix}"), {"addr": str(address)})
 
     async def kept_for_owner(self, owner_key: str, pool_ids: Sequence[int]
                              ) -> AddressRecord | None:
         """Lock one kept address of the owner in the given pools, lowest first."""
-        return await self._one(text(
+        return await self._one((
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
             "WHERE a.owner_key = :k AND a.state = 'kept' AND a.pool_id = ANY(:pools) "
             "ORDER BY p.position, a.address LIMIT 1 FOR UPDATE OF a SKIP LOCKED"),
@@ -165,18 +215,18 @@ class AddressRepository:
 
     async def taken_counts(self, pool_id: int | None = None) -> dict[int, dict[str, int]]:
         """Per pool, how many rows are allocated/kept/reserved (free rows are not counted)."""
-        result = await self.conn.execute(text(
-            "SELECT pool_id, state, count(*) FROM addresses WHERE state <> 'free' "
-            "AND (CAST(:p AS integer) IS NULL OR pool_id = :p) GROUP BY pool_id, state"),
+        rows = await self.sql.rows(
+            "SELECT pool_id, state, count(*) AS n FROM addresses WHERE state <> 'free' "
+            "AND (CAST(:p AS integer) IS NULL OR pool_id = :p) GROUP BY pool_id, state",
             {"p": pool_id})
         out: dict[int, dict[str, int]] = {}
-        for pid, state, n in result:
-            out.setdefault(pid, {})[state] = n
+        for r in rows:
+            out.setdefault(r["pool_id"], {})[r["state"]] = r["n"]
         return out
 
     async def now(self) -> datetime:
         """The database's clock: ages are compared with timestamps it wrote."""
-        value = await self.conn.scalar(text("SELECT now()"))
+        value = await self.sql.scalar("SELECT now()")
         assert isinstance(value, datetime)
         return value
 
@@ -188,37 +238,37 @@ class AddressRepository:
 
     async def owned_pods(self, owner_key: str) -> int:
         """How many pods' worth of addresses an owner holds (allocated or kept, slot 0)."""
-        count = await self.conn.scalar(text(
+        count = await self.sql.scalar((
             "SELECT count(*) FROM addresses WHERE owner_key = :k AND slot = 0 "
             "AND state IN ('allocated', 'kept')"), {"k": owner_key})
         return int(count or 0)
 
     async def touch_pod(self, uid: str) -> None:
         """Mark a pod's rows as just used (a bind in flight), so the reconciler leaves them."""
-        await self.conn.execute(text(
-            "UPDATE addresses SET updated_at = now() WHERE pod_uid = :uid"), {"uid": uid})
+        await self.sql.execute(
+            "UPDATE addresses SET updated_at = now() WHERE pod_uid = :uid", {"uid": uid})
 
     async def has_free(self, pool_id: int) -> bool:
         """Any committed free row, locked or not (SKIP LOCKED alone cannot tell)."""
-        found = await self.conn.scalar(text(
+        found = await self.sql.scalar((
             "SELECT EXISTS (SELECT 1 FROM addresses WHERE pool_id = :p AND state = 'free')"),
             {"p": pool_id})
         return bool(found)
 
     async def unlocked_free(self, pool_id: int, limit: int) -> int:
         """How many free rows nobody holds locked, counting up to ``limit``."""
-        found = await self.conn.scalar(text(
+        found = await self.sql.scalar((
             "SELECT count(*) FROM (SELECT id FROM addresses WHERE pool_id = :p "
             "AND state = 'free' LIMIT :n FOR UPDATE SKIP LOCKED) s"),
             {"p": pool_id, "n": limit})
         return int(found or 0)
 
     async def in_range_taken(self, pool_id: int, first: IPAddress, last: IPAddress) -> list[int]:
-        result = await self.conn.execute(text(
+        rows = await self.sql.rows(
             "SELECT address FROM addresses WHERE pool_id = :p AND state <> 'free' "
-            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) ORDER BY address"),
+            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) ORDER BY address",
             {"p": pool_id, "f": str(first), "l": str(last)})
-        return [int(inet_address(r[0])) for r in result]
+        return [int(inet_address(r["address"])) for r in rows]
 
     # -- writes --------------------------------------------------------------------------
     async def take_free(self, pool_id: int, holder: Holder) -> AddressRecord | None:
@@ -245,17 +295,16 @@ class AddressRepository:
         addrs = [str(v) for v in values]
         if not addrs:
             return 0
-        result = await self.conn.execute(text(
+        return await self.sql.execute(
             "INSERT INTO addresses (pool_id, address) "
-            "SELECT :p, unnest(CAST(:addrs AS inet[])) ON CONFLICT (address) DO NOTHING"),
+            "SELECT :p, unnest(CAST(:addrs AS inet[])) ON CONFLICT (address) DO NOTHING",
             {"p": pool_id, "addrs": addrs})
-        return int(getattr(result, "rowcount", 0) or 0)
 
     async def move_to_pool(self, from_pool: int, to_pool: int, first: IPAddress,
                            last: IPAddress) -> None:
-        await self.conn.execute(text(
+        await self.sql.execute(
             "UPDATE addresses SET pool_id = :to WHERE pool_id = :src "
-            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)"),
+            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)",
             {"to": to_pool, "src": from_pool, "f": str(first), "l": str(last)})
 
     async def rows_of_pool(self, pool_id: int) -> list[AddressRecord]:
@@ -265,6 +314,6 @@ class AddressRepository:
 
     async def delete_free(self, row_ids: Sequence[int]) -> None:
         if row_ids:
-            await self.conn.execute(text(
-                "DELETE FROM addresses WHERE id = ANY(:ids) AND state = 'free'"),
+            await self.sql.execute(
+                "DELETE FROM addresses WHERE id = ANY(:ids) AND state = 'free'",
                 {"ids": list(row_ids)})

@@ -8,18 +8,17 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ipam.storage.records import AuditEntry, AuditRecord
+from ipam.storage.sql import Sql
 
-_INSERT = text("""
+_INSERT = """
     INSERT INTO audit (actor, action, address, pool, owner_key, pod_namespace, pod_name,
                        pod_uid, before, after, reason, request_id)
     VALUES (:actor, :action, CAST(:address AS inet), :pool, :owner_key, :pod_namespace,
             :pod_name, :pod_uid, CAST(:before AS jsonb), CAST(:after AS jsonb), :reason,
             :request_id)
-""")
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +41,13 @@ def _json(value: dict[str, Any] | None) -> str | None:
 
 
 class AuditRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
 
     async def record(self, *entries: AuditEntry) -> None:
         if not entries:
             return
-        await self.conn.execute(_INSERT, [
+        await self.sql.execute_many(_INSERT, [
             {
                 "actor": e.actor, "action": e.action,
                 "address": str(e.address) if e.address is not None else None,
@@ -80,12 +79,11 @@ class AuditRepository:
         if flt.before_id is not None:
             where.append("id < :before_id")
             params["before_id"] = flt.before_id
-        result = await self.conn.execute(text(
-            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"),
+        rows = await self.sql.rows(
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
             params)
         out = []
-        for r in result:
-            m = r._mapping
+        for m in rows:
             address = m["address"]
             if isinstance(address, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
                 address = address.ip

@@ -37,6 +37,11 @@ class PoolRecord:
         return any(node_ip in net for net in self.node_subnets if net.version == node_ip.version)
 
 
+#: The fields of an address row that an audit row's before/after records.
+SNAPSHOT_FIELDS = ("state", "owner_key", "policy", "pod_namespace", "pod_name", "pod_uid",
+                   "node", "note")
+
+
 @dataclass(frozen=True, slots=True)
 class AddressRecord:
     id: int
@@ -62,16 +67,7 @@ class AddressRecord:
 
     def snapshot(self) -> dict[str, Any]:
         """What an audit row stores as before/after."""
-        return {
-            "state": self.state,
-            "owner_key": self.owner_key,
-            "policy": self.policy,
-            "pod_namespace": self.pod_namespace,
-            "pod_name": self.pod_name,
-            "pod_uid": self.pod_uid,
-            "node": self.node,
-            "note": self.note,
-        }
+        return {field: getattr(self, field) for field in SNAPSHOT_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +107,7 @@ class Holder:
     slot: int = 0
     kept_ttl_seconds: int | None = None
     note: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The snapshot of a row once this holder has taken it (audit ``after``)."""
+        return {field: getattr(self, field) for field in SNAPSHOT_FIELDS}

@@ -10,8 +10,9 @@ from sqlalchemy import text
 
 from ipam.engine.pool_config import PoolConfig, parse_pool_config
 from ipam.errors import Conflict, InvalidInput, PoolExhausted
-from ipam.services.allocation import MATERIALIZE_CHUNK, Actor, Allocator
+from ipam.services.allocation import MATERIALIZE_CHUNK, Actor, Allocator, audit_entry
 from ipam.services.pool_config import PoolConfigService
+from ipam.storage.audit_repository import AuditFilter
 from ipam.storage.database import Database
 from tests.services.helpers import deployment_pod, make_pod, routable, small_config
 
@@ -239,3 +240,66 @@ async def test_named_pool_size_caps_its_pods_and_its_addresses_are_shared(
     assert kept.owner_key == "pool/shared"
     (reused,) = await allocator.allocate(loser, pools, node="n", actor=actor)
     assert reused.address == kept.address
+
+
+async def test_one_statement_bind_writes_the_audit_row_audit_entry_would(
+    allocator: Allocator, pool_service: PoolConfigService, seed_config: PoolConfig,
+    db: Database, actor: Actor,
+) -> None:
+    pools = await pools_for(pool_service, seed_config)
+    for pod in (make_pod("bare"), deployment_pod("web", "aaaaa", policy="immutable")):
+        (rec,) = await allocator.allocate(pod, pools, node="n", actor=actor)
+        async with db.transaction() as store:
+            (logged,) = await store.audit.query(AuditFilter(pod_uid=pod.uid), 10)
+        assert logged.entry == audit_entry(actor, "allocate", None, rec)
+
+
+async def test_what_is_held_stops_the_one_statement_take(
+    allocator: Allocator, pool_service: PoolConfigService, seed_config: PoolConfig,
+    db: Database, actor: Actor,
+) -> None:
+    """A StatefulSet ordinal still held, or a Deployment keeping an address: the combined
+    statement must take nothing, so no free address is used up on the way to the answer."""
+    pools = await pools_for(pool_service, seed_config)
+    never = {"k8s.v1.cni.galaxy.io/release-policy": "never"}
+    await allocator.allocate(make_pod("db-0", annotations=never, owner=("StatefulSet", "db")),
+                             pools, node="n", actor=actor)
+    old = deployment_pod("web", "aaaaa")
+    (kept,) = await allocator.allocate(old, pools, node="n", actor=actor)
+    await allocator.release_pod(old.uid, keep=True, actor=actor, reason="pod deleted")
+    taken = "SELECT count(*) FROM addresses WHERE state <> 'free'"
+    before = await scalar(db, taken)
+    with pytest.raises(Conflict):
+        await allocator.allocate(make_pod("db-0", annotations=never,
+                                          owner=("StatefulSet", "db")),
+                                 pools, node="n", actor=actor)
+    assert await scalar(db, taken) == before
+    (again,) = await allocator.allocate(deployment_pod("web", "bbbbb"), pools, node="n",
+                                        actor=actor)
+    assert again.address == kept.address
+    assert await scalar(db, taken) == before
+
+
+async def test_an_import_in_progress_holds_back_the_one_statement_bind(
+    allocator: Allocator, pool_service: PoolConfigService, seed_config: PoolConfig,
+    db: Database, actor: Actor,
+) -> None:
+    """The common bind takes no advisory lock; the import's table lock must still stop it."""
+    pools = await pools_for(pool_service, seed_config)
+    async with db.transaction() as store:
+        await store.locks.config_exclusive()
+        bind = asyncio.create_task(allocator.allocate(make_pod("a"), pools, node="n",
+                                                      actor=actor))
+        for _ in range(500):
+            assert not bind.done(), "an allocation ran while the pool config was being written"
+            waiting = await scalar(
+                db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%held AS%'")
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the allocation neither ran nor waited")
+        assert not bind.done()
+    (rec,) = await bind
+    assert rec.state == "allocated"
