@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
-from kubernetes import client
+import orjson
 
 from ipam.engine.ip_ranges import IPAddress
 from ipam.engine.node import internal_ip
@@ -22,7 +23,8 @@ class KubeCluster:
 
     async def get_pod(self, namespace: str, name: str) -> PodFacts | None:
         try:
-            obj = await self.kube.json(self.kube.core.read_namespaced_pod, name, namespace)
+            obj = await self.kube.json(self.kube.getter(
+                f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"))
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None
@@ -34,7 +36,7 @@ class KubeCluster:
 
     async def node_ip(self, name: str) -> IPAddress | None:
         try:
-            obj = await self.kube.json(self.kube.core.read_node, name)
+            obj = await self.kube.json(self.kube.getter(f"/api/v1/nodes/{quote(name, safe='')}"))
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None
@@ -45,17 +47,18 @@ class KubeCluster:
                    annotations: Mapping[str, str]) -> None:
         """POST pods/{name}/binding with the UID as precondition and our annotations.
 
-        Raw response: the client cannot parse the Status this call answers with
-        (kubernetes-client/python#547).
+        Over the event loop's HTTP session (``KubeClient.post``), not the client's thread
+        pool; the answer is read raw: the official client cannot parse the Status this call
+        answers with (kubernetes-client/python#547).
         """
-        body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid,
-                                         annotations=dict(annotations) or None),
-            target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
-        )
+        metadata: dict[str, object] = {"name": name, "namespace": namespace, "uid": uid}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        body = orjson.dumps({"apiVersion": "v1", "kind": "Binding", "metadata": metadata,
+                             "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}/binding"
         try:
-            await self.kube.json(self.kube.core.create_namespaced_pod_binding, name, namespace,
-                                 body)
+            await self.kube.post(path, body)
         except ApiStatusError as exc:
             reason = {404: "not_found", 409: "conflict"}.get(exc.status, exc.reason or "refused")
             raise BindingRejected(
