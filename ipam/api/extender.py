@@ -1,14 +1,21 @@
 """kube-scheduler's extender verbs on the wire: ``/v1/filter``, ``/v1/prioritize``, ``/v1/bind``.
 
 Field names are those of k8s.io/kube-scheduler/extender/v1 (Go structs without json tags, so
-capitalised); nil pointers go out as ``null``. Bodies are parsed with orjson straight from
-bytes: a 5,000-node full-object request is ~20 MB and pydantic would dominate the latency.
-A body that is not an ExtenderArgs is a 400; a failure of ours is a 200 with ``Error`` set,
-which fails just this scheduling attempt; "no node fits" is a 200 with ``FailedNodes``.
+capitalised); nil pointers go out as ``null``. A body that is not an ExtenderArgs is a 400; a
+failure of ours is a 200 with ``Error`` set, which fails just this scheduling attempt; "no node
+fits" is a 200 with ``FailedNodes``.
+
+ExtenderArgs are decoded by msgspec without building the node objects: a 5,000-node
+full-object request is ~20 MB, ~10^6 Python objects through ``orjson.loads``. Each node stays a
+byte span of the body, from which only ``metadata.name`` and ``status.addresses`` are read,
+and the reply echoes the spans of the nodes that passed. Anything the typed decode does not
+take (bad shapes, odd but accepted ones) goes through ``_args_from_doc`` on the orjson-parsed
+body, which is the reference for what is accepted and for every 400 message.
 """
 
 from __future__ import annotations
 
+import codecs
 import gc
 import logging
 import time
@@ -16,8 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from ipam.api.extender_wire import (
     ExtenderArgs,
@@ -27,8 +36,8 @@ from ipam.api.extender_wire import (
     HostPriority,
     documented,
 )
-from ipam.api.responses import OrjsonResponse
-from ipam.engine.node import internal_ip, node_name
+from ipam.api.responses import JsonBytesResponse, OrjsonResponse
+from ipam.engine.node import first_internal_ip, internal_ip, node_name
 from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.errors import IpamError
 from ipam.logs import request_id as current_request_id
@@ -41,9 +50,10 @@ router = APIRouter(prefix="/v1", tags=["scheduler extender"])
 class _GcPause:
     """No cyclic garbage collection while an extender request is in flight.
 
-    A full-node body parses into ~10^6 acyclic objects, freed by reference counting when the
-    handler returns; with the collector on, allocating them triggers collections that walk
-    them again and again (14-40% of a 5,000-node filter under py-spy --native). Nested and
+    Through ``orjson.loads`` (the reference path, and bind), a full-node body parses into
+    ~10^6 acyclic objects, freed by reference counting when the handler returns; with the
+    collector on, allocating them triggers collections that walk them again and again (14-40%
+    of a 5,000-node filter under py-spy --native, before the typed decode). Nested and
     interleaved requests share one pause; the collector resumes when the last one ends.
     """
 
@@ -76,7 +86,10 @@ def _placement(request: Request) -> Placement:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    return _loads(await request.body())
+
+
+def _loads(raw: bytes) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -94,8 +107,8 @@ class _Args:
     #: nodeCacheCapable: the names only. Kept as plain strings: building an object per node
     #: cost more than the rest of a 5,000-node filter.
     names: list[str] | None = None
-    #: Full mode: the node objects as sent (echoed back) and what was read from them.
-    items: list[Any] | None = None
+    #: Full mode: each node object's JSON as sent (echoed back) and what was read from it.
+    spans: list[bytes] | None = None
     candidates: list[Candidate] | None = None
 
     def node_names(self) -> list[str]:
@@ -108,7 +121,98 @@ class _Args:
         return [Candidate(n, ips.get(n), n in ips) for n in self.names or ()]
 
 
-def _args(doc: Mapping[str, Any]) -> _Args:
+# The typed decode: only what is read. Unknown fields are skipped without building anything;
+# a mistyped field fails the decode and the body goes the reference way (``_args_from_doc``).
+class _Meta(msgspec.Struct, gc=False):
+    name: str
+
+
+class _Address(msgspec.Struct, gc=False):
+    type: str = ""
+    address: str = ""
+
+
+class _Status(msgspec.Struct, gc=False):
+    addresses: list[_Address] | None = None
+
+
+class _Node(msgspec.Struct, gc=False):
+    metadata: _Meta
+    status: _Status | None = None
+
+
+class _NodeList(msgspec.Struct, gc=False):
+    items: list[msgspec.Raw]
+
+
+class _Wire(msgspec.Struct, gc=False):
+    """ExtenderArgs with the pod and every node left as byte spans of the body."""
+
+    Pod: msgspec.Raw = msgspec.Raw(b"null")
+    Nodes: _NodeList | None = None
+    NodeNames: list[str] | None = None
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+_decode_node = msgspec.json.Decoder(_Node).decode
+
+
+class _NotTyped(Exception):
+    """The typed decode cannot vouch for the body; the reference path decides."""
+
+
+def _args(raw: bytes) -> _Args:
+    """The fast decode when it applies, else the reference one (same results, same errors)."""
+    try:
+        return _typed_args(raw)
+    except (_NotTyped, msgspec.MsgspecError, ValueError, RecursionError):
+        # ValueError: also a PodShapeError or a bad UTF-8 byte; RecursionError: msgspec's
+        # nesting limit (below orjson's 1024, so nothing orjson refuses gets through).
+        return _args_from_doc(_loads(raw))
+
+
+def _typed_args(raw: bytes) -> _Args:
+    """``_args_from_doc(orjson.loads(raw))`` without the node objects, or an exception.
+
+    It only succeeds where the reference would accept with the same result. msgspec checks
+    the syntax of what it skips but not its UTF-8, hence ``_check_utf8`` (orjson refuses bad
+    UTF-8 anywhere). The one difference left: a number beyond float64 range in a node field
+    that is never read passes through as written, where orjson refuses the body.
+    """
+    _check_utf8(raw)
+    wire = _decode_wire(raw)
+    pod = pod_facts(orjson.loads(memoryview(wire.Pod)))
+    if wire.NodeNames is not None:
+        return _Args(pod, names=wire.NodeNames)
+    if wire.Nodes is None:
+        raise _NotTyped
+    spans = wire.Nodes.items
+    candidates = []
+    for span in spans:
+        node = _decode_node(span)
+        name = node.metadata.name
+        if not name:
+            raise _NotTyped
+        status = node.status
+        addresses = status.addresses if status is not None else None
+        candidates.append(Candidate(name, first_internal_ip(addresses) if addresses else None))
+    return _Args(pod, spans=list(spans), candidates=candidates)
+
+
+def _check_utf8(raw: bytes) -> None:
+    """Raise ``UnicodeDecodeError`` where orjson would refuse the bytes. In 1 MiB steps, so a
+    20 MB body with one emoji does not become an 80 MB string."""
+    if raw.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    for start in range(0, len(view), 1 << 20):
+        decoder.decode(view[start:start + (1 << 20)])
+    decoder.decode(b"", final=True)
+
+
+def _args_from_doc(doc: Mapping[str, Any]) -> _Args:
+    """The reference decode of a parsed ExtenderArgs: what is accepted, and every message."""
     try:
         pod = pod_facts(doc.get("Pod"))
     except PodShapeError as exc:
@@ -122,24 +226,56 @@ def _args(doc: Mapping[str, Any]) -> _Args:
         items = nodes.get("items") if isinstance(nodes, dict) else None
         if not isinstance(items, list):
             raise WireError("Nodes must be a NodeList object with an items list, or null")
-        candidates = []
+        candidates, spans = [], []
         for i, item in enumerate(items):
             name = node_name(item)
             if name is None:
                 raise WireError(f"Nodes.items[{i}].metadata.name is missing")
             candidates.append(Candidate(name, internal_ip(item)))
-        return _Args(pod, items=items, candidates=candidates)
+            try:
+                # msgspec, not orjson: orjson.dumps stops at 254 levels, orjson.loads at 1024.
+                spans.append(msgspec.json.encode(item))
+            except RecursionError:
+                raise WireError(f"Nodes.items[{i}] is nested too deeply") from None
+        return _Args(pod, spans=spans, candidates=candidates)
     raise WireError("neither NodeNames nor Nodes is set")
+
+
+def _nodes_reply(args: _Args, passed: list[str], failed: dict[str, str] | None,
+                 unresolvable: dict[str, str] | None) -> JsonBytesResponse:
+    """The full-mode ExtenderFilterResult, with the passing nodes' spans spliced in as sent.
+
+    Same JSON as encoding ``{"Nodes": {"metadata": {}, "items": [...]}, ...}`` with the
+    parsed items. The envelope is glued onto the first and last span so that the one join
+    is the only copy of the (up to ~20 MB) node bytes.
+    """
+    spans, names = args.spans or [], args.node_names()
+    if passed != names:
+        keep = set(passed)
+        spans = [span for span, name in zip(spans, names, strict=True) if name in keep]
+    head = b'{"Nodes":{"metadata":{},"items":['
+    tail = b"".join((b']},"NodeNames":null,"FailedNodes":', _dumps(failed),
+                     b',"FailedAndUnresolvableNodes":', _dumps(unresolvable), b',"Error":""}'))
+    if not spans:
+        return JsonBytesResponse(head + tail)
+    parts = list(spans)
+    parts[0] = head + parts[0]
+    parts[-1] = b"".join((parts[-1], tail))  # a msgspec.Raw has no ``+``
+    return JsonBytesResponse(b",".join(parts))
+
+
+def _dumps(value: object) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _bad_request(message: str) -> OrjsonResponse:
     return OrjsonResponse({"Error": message}, status_code=400)
 
 
-Outcome = tuple[OrjsonResponse, str]
+Outcome = tuple[Response, str]
 
 
-def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> OrjsonResponse:
+def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> Response:
     response, label = outcome
     request.app.state.runtime.metrics.extender_seconds.labels(verb, label).observe(
         time.perf_counter() - started)
@@ -147,7 +283,7 @@ def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> O
 
 
 @router.post("/filter", **documented(ExtenderFilterResult, ExtenderArgs))
-async def filter_nodes(request: Request) -> OrjsonResponse:
+async def filter_nodes(request: Request) -> Response:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
     started = time.perf_counter()
     with gc_paused():
@@ -158,7 +294,7 @@ async def filter_nodes(request: Request) -> OrjsonResponse:
 async def _filter(request: Request) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(await _body(request))
+        args = _args(await request.body())
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod = args.pod
@@ -176,18 +312,14 @@ async def _filter(request: Request) -> Outcome:
                                    "FailedAndUnresolvableNodes": None,
                                    "Error": exc.message}), "error"
         passed, failed, unresolvable = outcome.passed, outcome.failed, outcome.unresolvable
-    if args.items is None:
-        nodes_out, names_out = None, passed
-    else:
-        keep = set(passed)
-        nodes_out = {"metadata": {}, "items": [i for i in args.items if node_name(i) in keep]}
-        names_out = None
-    return OrjsonResponse({"Nodes": nodes_out, "NodeNames": names_out, "FailedNodes": failed,
+    if args.spans is not None:
+        return _nodes_reply(args, passed, failed, unresolvable), "ok"
+    return OrjsonResponse({"Nodes": None, "NodeNames": passed, "FailedNodes": failed,
                            "FailedAndUnresolvableNodes": unresolvable, "Error": ""}), "ok"
 
 
 @router.post("/prioritize", **documented(list[HostPriority], ExtenderArgs))
-async def prioritize_nodes(request: Request) -> OrjsonResponse:
+async def prioritize_nodes(request: Request) -> Response:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
     started = time.perf_counter()
     with gc_paused():
@@ -198,7 +330,7 @@ async def prioritize_nodes(request: Request) -> OrjsonResponse:
 async def _prioritize(request: Request) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(await _body(request))
+        args = _args(await request.body())
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod, candidates = args.pod, args.as_candidates(placement)
@@ -213,7 +345,7 @@ async def _prioritize(request: Request) -> Outcome:
 
 
 @router.post("/bind", **documented(ExtenderError, ExtenderBindingArgs))
-async def bind_pod(request: Request) -> OrjsonResponse:
+async def bind_pod(request: Request) -> Response:
     """ExtenderBindingArgs in, ExtenderBindingResult (``{"Error": ""}``) out."""
     started = time.perf_counter()
     return _observe(request, "bind", started, await _bind(request))

@@ -1,8 +1,9 @@
 """The extender's wire types as OpenAPI schemas, for documentation and contract tests only.
 
-The routes parse raw bytes with orjson (a 5,000-node request is ~20 MB; pydantic would be the
-bottleneck), so these models never validate a request; they describe it, exactly as
-k8s.io/kube-scheduler/extender/v1 marshals it (capitalised keys, ``null`` for nil).
+The routes decode raw bytes themselves (msgspec, orjson: a 5,000-node request is ~20 MB and
+pydantic would be the bottleneck), so these models never validate a request; they describe
+it, exactly as k8s.io/kube-scheduler/extender/v1 marshals it (capitalised keys, ``null`` for
+nil).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from ipam.engine.ip_ranges import IPAddress
 
@@ -26,6 +26,37 @@ def _parse(text: str) -> IPAddress:
     return ipaddress.ip_address(text)
 
 
+class AddressEntry(Protocol):
+    """One entry of ``status.addresses``, whatever decoded it."""
+
+    @property
+    def type(self) -> object: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+class _Entry(NamedTuple):
+    type: object
+    address: str
+
+
+def first_internal_ip(entries: Iterable[AddressEntry],
+                      family: int | None = None) -> IPAddress | None:
+    """The rule itself: the first InternalIP that parses (of ``family`` if given). Takes
+    entries by attribute so the extender can pass what msgspec decoded as it is: building
+    pairs or dicts first cost more than the rule (~0.5 us a node, 5,000 nodes a filter)."""
+    for entry in entries:
+        if entry.type == "InternalIP":
+            try:
+                address = _parse(entry.address)
+            except ValueError:
+                continue
+            if family is None or address.version == family:
+                return address
+    return None
+
+
 def internal_ip(node: Any, family: int | None = None) -> IPAddress | None:
     """First InternalIP of ``status.addresses`` (of ``family`` if given); ``None`` if absent."""
     if not isinstance(node, Mapping):
@@ -34,12 +65,5 @@ def internal_ip(node: Any, family: int | None = None) -> IPAddress | None:
     addresses = status.get("addresses") if isinstance(status, Mapping) else None
     if not isinstance(addresses, list):
         return None
-    for entry in addresses:
-        if isinstance(entry, Mapping) and entry.get("type") == "InternalIP":
-            try:
-                address = _parse(str(entry.get("address", "")))
-            except ValueError:
-                continue
-            if family is None or address.version == family:
-                return address
-    return None
+    return first_internal_ip([_Entry(entry.get("type"), str(entry.get("address", "")))
+                              for entry in addresses if isinstance(entry, Mapping)], family)
