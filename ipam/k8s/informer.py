@@ -5,6 +5,10 @@ stream); ``run`` is the thin forever-loop around it. The blocking watch stream i
 thread and handed to the event loop through a queue; events are raw dicts (orjson), not the
 client's slow models. While the watch is down the informer reports not-ready, so ``/readyz``
 fails instead of the service silently serving from a stale cache.
+
+The initial list is paged (``limit`` + ``continue``, like client-go's reflector) and every page
+is reduced to what the controller keeps before the next one is fetched: 5,000 realistic nodes
+are an 18.6 MB list, and parsing it in one piece added ~63 MB of resident memory at start.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 import urllib3
@@ -28,12 +32,69 @@ from ipam.services.runtime import Readiness
 
 log = logging.getLogger(__name__)
 
-SyncHandler = Callable[[list[dict[str, Any]]], Awaitable[None]]
+T = TypeVar("T")
 EventHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: client-go's reflector pages its lists by 500 too.
+PAGE_SIZE = 500
+#: Consecutive expired continue tokens before one unpaged list (client-go's fallback).
+PAGED_ATTEMPTS = 3
 
 
 class Gone(Exception):
     """The watch's resourceVersion is too old (410): list again."""
+
+
+@dataclass(slots=True)
+class ListStats:
+    pages: int = 0
+    #: Paged lists restarted because a continue token had expired (410).
+    expired: int = 0
+
+
+async def list_pages(kube: KubeClient, path: str, reduce: Callable[[dict[str, Any]], T | None],
+                     *, params: Mapping[str, str] | None = None, page_size: int = PAGE_SIZE,
+                     stats: ListStats | None = None) -> tuple[list[T], str]:
+    """Every item of the collection at ``path``, each passed through ``reduce`` (``None``
+    drops it) page by page, and the resourceVersion of the list.
+
+    All pages of one list are one consistent snapshot, at the first page's resourceVersion,
+    so that is where a watch resumes. A continue token that expired (410: the API server
+    compacted that revision) cannot be resumed consistently: the list starts over, and after
+    ``PAGED_ATTEMPTS`` such restarts it is taken in one request.
+    """
+    stats = stats if stats is not None else ListStats()
+    get = kube.getter(path)
+    for attempt in range(PAGED_ATTEMPTS + 1):
+        limit = page_size if attempt < PAGED_ATTEMPTS else 0
+        items: list[T] = []
+        rv = ""
+        token: str | None = None
+        try:
+            while True:
+                query = dict(params or {})
+                if limit:
+                    query["limit"] = str(limit)
+                if token:
+                    query["continue"] = token
+                doc = await kube.json(get, **query)
+                stats.pages += 1
+                meta = doc.get("metadata") or {}
+                if token is None:
+                    rv = str(meta.get("resourceVersion", ""))
+                for item in doc.get("items") or ():
+                    value = reduce(item)
+                    if value is not None:
+                        items.append(value)
+                del doc  # the parsed page goes before the next one arrives
+                token = meta.get("continue") or None
+                if not token:
+                    return items, rv
+        except ApiStatusError as exc:
+            if exc.status != 410 or token is None:
+                raise
+            stats.expired += 1
+            log.info("continue token of a paged list expired (410); listing again: %s", exc)
+    raise AssertionError("unreachable: the last attempt is not paged")
 
 
 @dataclass(slots=True)
@@ -43,30 +104,39 @@ class InformerStats:
     restarts: int = 0
     events: int = 0
     last_error: str = ""
+    paging: ListStats = field(default_factory=ListStats)
 
 
 @dataclass(slots=True)
-class Informer:
+class Informer(Generic[T]):
+    """``reduce`` turns a listed object into what ``on_sync`` keeps (``None``: skip it), so a
+    list never holds more than one page of raw objects; watch events stay raw objects."""
+
     name: str
     kube: KubeClient
-    list_fn: Callable[..., Any]
-    on_sync: SyncHandler
+    #: The collection, e.g. ``/api/v1/nodes``; ``params`` adds selectors.
+    path: str
+    reduce: Callable[[dict[str, Any]], T | None]
+    on_sync: Callable[[list[T]], Awaitable[None]]
     on_event: EventHandler
     readiness: Readiness
     backoff: Sequence[float] = (0.5, 1, 2, 5, 10, 30)
     timeout_seconds: int = 300
-    list_kwargs: dict[str, Any] = field(default_factory=dict)
+    page_size: int = PAGE_SIZE
+    params: dict[str, str] = field(default_factory=dict)
     stats: InformerStats = field(default_factory=InformerStats)
     resource_version: str | None = None
+    #: Set once the first list reached ``on_sync`` (and stays set across re-lists).
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def list(self) -> str:
-        doc = await self.kube.json(self.list_fn, **self.list_kwargs)
-        items = doc.get("items") or []
-        rv = str(doc.get("metadata", {}).get("resourceVersion", ""))
+        items, rv = await list_pages(self.kube, self.path, self.reduce, params=self.params,
+                                     page_size=self.page_size, stats=self.stats.paging)
         await self.on_sync(items)
         self.stats.lists += 1
         self.resource_version = rv
+        self.synced.set()
         return rv
 
     async def watch(self, resource_version: str) -> str:
@@ -80,14 +150,15 @@ class Informer:
             if not stopped.is_set():
                 loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
+        get = self.kube.getter(self.path)
+
         def reader() -> None:
             try:
-                resp = self.list_fn(
-                    watch=True, resource_version=resource_version,
-                    allow_watch_bookmarks=True, timeout_seconds=self.timeout_seconds,
-                    _preload_content=False,
+                resp = get(
+                    watch="true", resourceVersion=resource_version,
+                    allowWatchBookmarks="true", timeoutSeconds=str(self.timeout_seconds),
                     _request_timeout=(self.kube.timeout[0], self.timeout_seconds + 30),
-                    **self.list_kwargs)
+                    **self.params)
                 holder["resp"] = resp
                 if stopped.is_set():
                     return

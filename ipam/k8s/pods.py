@@ -30,13 +30,17 @@ class PodController:
     def lookup(self, namespace: str, name: str) -> PodFacts | None:
         return self.pods.get(f"{namespace}/{name}")
 
-    async def on_sync(self, items: list[dict[str, Any]]) -> None:
+    @staticmethod
+    def reduce(obj: dict[str, Any]) -> PodFacts | None:
+        """A listed pod as the caches keep it; ``None`` for one we cannot read."""
+        try:
+            return pod_facts(obj)
+        except PodShapeError:
+            return None
+
+    async def on_sync(self, listed: list[PodFacts]) -> None:
         pods: dict[str, PodFacts] = {}
-        for item in items:
-            try:
-                pod = pod_facts(item)
-            except PodShapeError:
-                continue
+        for pod in listed:
             pods[pod.key] = pod
             if pod.node_name is not None:
                 self.promises.drop(pod.uid)

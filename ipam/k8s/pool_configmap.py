@@ -29,6 +29,11 @@ class PoolConfigMapController:
         self.applied_version: str | None = None
         self.last_error: str | None = None
 
+    @staticmethod
+    def reduce(obj: dict[str, Any]) -> dict[str, Any]:
+        """Kept whole: the list is the one ConfigMap (a field selector on its name)."""
+        return obj
+
     async def on_sync(self, items: list[dict[str, Any]]) -> None:
         for item in items:
             await self.on_event("ADDED", item)

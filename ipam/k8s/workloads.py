@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.engine.release_decision import WorkloadState
 from ipam.engine.release_policy import Owner, OwnerKind
 from ipam.errors import Unavailable
 from ipam.k8s.client import ApiStatusError, KubeClient
+from ipam.k8s.informer import list_pages
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +25,18 @@ class KubeWorkloads:
         self.kube = kube
 
     async def workload(self, owner: Owner) -> WorkloadState | None:
-        fn: Callable[..., Any]
         if owner.kind is OwnerKind.STATEFULSET:
-            fn, name = self.kube.apps.read_namespaced_stateful_set, owner.name
+            plural, name = "statefulsets", owner.name
         elif owner.kind is OwnerKind.DEPLOYMENT:
-            fn, name = self.kube.apps.read_namespaced_deployment, owner.name
+            plural, name = "deployments", owner.name
         elif owner.kind is OwnerKind.CONTROLLER and owner.name.startswith("ReplicaSet/"):
-            fn, name = self.kube.apps.read_namespaced_replica_set, owner.name.split("/", 1)[1]
+            plural, name = "replicasets", owner.name.split("/", 1)[1]
         else:
             return WorkloadState(UNSIZED)
+        path = (f"/apis/apps/v1/namespaces/{quote(owner.namespace, safe='')}/{plural}/"
+                f"{quote(name, safe='')}")
         try:
-            obj = await self.kube.json(fn, name, owner.namespace)
+            obj = await self.kube.json(self.kube.getter(path))
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None
@@ -45,11 +47,15 @@ class KubeWorkloads:
         return WorkloadState(int(replicas) if isinstance(replicas, int) else 1)
 
     async def list_pods(self) -> list[PodFacts]:
-        doc: dict[str, Any] = await self.kube.json(self.kube.core.list_pod_for_all_namespaces)
-        out = []
-        for item in doc.get("items") or []:
-            try:
-                out.append(pod_facts(item))
-            except PodShapeError as exc:
-                log.warning("skipping unreadable pod in list: %s", exc)
-        return out
+        """Every pod's facts: the reconciler's own list, taken after its database snapshot,
+        page by page (``list_pages``), so a large cluster's list is never parsed whole."""
+        pods, _ = await list_pages(self.kube, "/api/v1/pods", _readable_pod)
+        return pods
+
+
+def _readable_pod(obj: dict[str, Any]) -> PodFacts | None:
+    try:
+        return pod_facts(obj)
+    except PodShapeError as exc:
+        log.warning("skipping unreadable pod in list: %s", exc)
+        return None

@@ -16,12 +16,16 @@ It finds (and, when applying, repairs):
   ``tke.cloud.tencent.com/eni-ip``, so the scheduler never sent it to us and its CNI will fail
   (galaxy says "neither ipInfo from cni args nor ipam type from netconf"). Reported only.
 
-The database snapshot is read before the pod list, so a row can only look orphaned if its pod
-was gone when the list was taken; rows touched within the grace period are left alone.
+The database snapshot is taken before the pod list, so a row can only look orphaned if its pod
+was gone when the list was taken; rows touched within the grace period are left alone. The
+rows are streamed from that snapshot in batches and only the suspicious ones are kept, so a
+pass over 100,000 allocations holds a batch of rows, not all of them, and yields to the event
+loop between batches (the election-time pass runs while the service serves).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -40,8 +44,7 @@ from ipam.services.allocation import Actor, Allocator
 from ipam.services.placement_state import PoolCatalog
 from ipam.services.pod_lifecycle import PodLifecycle, WorkloadReader
 from ipam.settings import ReconcilerSettings
-from ipam.storage.database import Database
-from ipam.storage.records import AddressRecord
+from ipam.storage.database import Database, HeldRow
 
 log = logging.getLogger(__name__)
 ACTOR = Actor("reconciler")
@@ -82,6 +85,29 @@ class Report:
         return out
 
 
+@dataclass(slots=True)
+class _Survey:
+    """What one snapshot of the database showed, next to the pods listed after it."""
+
+    now: datetime
+    pods: list[PodFacts]
+    #: ("pod_gone" | "never_bound" | "kept", row), in address order.
+    suspects: list[tuple[str, HeldRow]] = field(default_factory=list)
+    #: (pod UID, address) of the allocated rows of pods whose addresses ``_unknown`` checks.
+    held: set[tuple[str, IPAddress]] = field(default_factory=set)
+
+
+def _checks_addresses(pod: PodFacts) -> bool:
+    """A pod whose addresses in use must be in the database (``unknown_to_database``)."""
+    return (pod.node_name is not None and not pod.terminated and not pod.deleting
+            and pod.managed)
+
+
+def _text(row: HeldRow) -> str:
+    """The address as Python writes it (PostgreSQL writes IPv4-mapped IPv6 differently)."""
+    return str(ipaddress.ip_address(row.address))
+
+
 def _addresses_in_use(pod: PodFacts, catalog: PoolCatalog) -> list[IPAddress]:
     """What a running pod uses: galaxy's ipinfos annotation, else its podIPs inside a pool
     (older galaxy versions kept allocations only in their CRD; the pod's IP is the truth)."""
@@ -119,11 +145,8 @@ class Reconciler:
         report = Report(applied=apply, started_at=datetime.now(UTC).isoformat())
         began = time.monotonic()
         try:
-            async with self.db.transaction() as store:
-                rows = await store.addresses.taken_rows()
-                now = await store.addresses.now()
-            pods = await self.pods.list_pods()
-            await self._examine(report, rows, pods, now, apply)
+            survey = await self._survey(report)
+            await self._examine(report, survey, apply)
         except IpamError as exc:
             report.error = exc.message
             log.warning("reconciler pass failed: %s", exc.message)
@@ -135,31 +158,59 @@ class Reconciler:
         self.runs += 1
         return report
 
-    async def _examine(self, report: Report, rows: Sequence[AddressRecord],
-                       pods: Sequence[PodFacts], now: datetime, apply: bool) -> None:
-        report.rows_seen, report.pods_seen = len(rows), len(pods)
-        by_uid = {p.uid: p for p in pods}
+    async def _survey(self, report: Report) -> _Survey:
+        """Stream the snapshot's rows against the pod list; keep only what needs a look."""
+        async with self.db.snapshot() as snapshot:
+            now = await snapshot.now()  # the snapshot is taken here, before the pod list
+            pods = await self.pods.list_pods()
+            survey = _Survey(now, pods)
+            by_uid = {p.uid: p for p in pods}
+            checked = {p.uid for p in pods if _checks_addresses(p)}
+            grace = now - timedelta(seconds=self.settings.grace_seconds)
+            unbound_grace = now - timedelta(seconds=self.settings.unbound_grace_seconds)
+            done: set[str] = set()
+            async for batch in snapshot.held_rows():
+                report.rows_seen += len(batch)
+                for row in batch:
+                    uid = row.pod_uid
+                    if row.state == "allocated" and uid:
+                        if uid in checked:
+                            survey.held.add((uid, ipaddress.ip_address(row.address)))
+                        if uid in done:
+                            continue
+                        pod = by_uid.get(uid)
+                        if pod is None and row.updated_at < grace:
+                            done.add(uid)
+                            survey.suspects.append(("pod_gone", row))
+                        elif (pod is not None and pod.node_name is None and not pod.deleting
+                              and row.updated_at < unbound_grace):
+                            done.add(uid)
+                            survey.suspects.append(("never_bound", row))
+                    elif row.state == "kept" and (row.policy == "immutable"
+                                                  or row.kept_ttl_seconds is not None):
+                        survey.suspects.append(("kept", row))
+        report.pods_seen = len(pods)
+        return survey
+
+    async def _examine(self, report: Report, survey: _Survey, apply: bool) -> None:
+        now = survey.now
         grace = now - timedelta(seconds=self.settings.grace_seconds)
         unbound_grace = now - timedelta(seconds=self.settings.unbound_grace_seconds)
-        done: set[str] = set()
         owner_alive: dict[str, bool] = {}
-        for row in rows:
-            if row.state == "allocated" and row.pod_uid and row.pod_uid not in done:
-                pod = by_uid.get(row.pod_uid)
-                if pod is None and row.updated_at < grace:
-                    done.add(row.pod_uid)
-                    await self._pod_gone(report, row, grace, apply)
-                elif (pod is not None and pod.node_name is None and not pod.deleting
-                      and row.updated_at < unbound_grace):
-                    done.add(row.pod_uid)
-                    await self._never_bound(report, row, unbound_grace, apply)
-            elif row.state == "kept":
+        for i, (kind, row) in enumerate(survey.suspects):
+            if i % 500 == 499:
+                await asyncio.sleep(0)  # without repairs (a check), nothing else would yield
+            if kind == "pod_gone":
+                await self._pod_gone(report, row, grace, apply)
+            elif kind == "never_bound":
+                await self._never_bound(report, row, unbound_grace, apply)
+            else:
                 await self._kept(report, row, now, owner_alive, apply)
-        await self._unknown(report, rows, pods, apply)
+        await self._unknown(report, survey.held, survey.pods, apply)
 
-    async def _pod_gone(self, report: Report, row: AddressRecord, grace: datetime,
+    async def _pod_gone(self, report: Report, row: HeldRow, grace: datetime,
                         apply: bool) -> None:
-        finding = Finding("pod_gone", str(row.address), f"{row.pod_namespace}/{row.pod_name}",
+        finding = Finding("pod_gone", _text(row), f"{row.pod_namespace}/{row.pod_name}",
                           row.pod_uid, row.owner_key)
         report.findings.append(finding)
         if not apply:
@@ -177,9 +228,9 @@ class Reconciler:
             finding.action = "kept" if decision.keep else "released"
             finding.detail = f"{decision.reason} ({len(changed)} address(es))"
 
-    async def _never_bound(self, report: Report, row: AddressRecord, stale: datetime,
+    async def _never_bound(self, report: Report, row: HeldRow, stale: datetime,
                            apply: bool) -> None:
-        finding = Finding("never_bound", str(row.address), f"{row.pod_namespace}/{row.pod_name}",
+        finding = Finding("never_bound", _text(row), f"{row.pod_namespace}/{row.pod_name}",
                           row.pod_uid, row.owner_key,
                           detail="reserved at bind, but the pod has no node")
         report.findings.append(finding)
@@ -189,7 +240,7 @@ class Reconciler:
         released = await self.allocator.release_stale_unbound(row.pod_uid, stale, actor=ACTOR)
         finding.action = "released" if released else "skipped"
 
-    async def _kept(self, report: Report, row: AddressRecord, now: datetime,
+    async def _kept(self, report: Report, row: HeldRow, now: datetime,
                     owner_alive: dict[str, bool], apply: bool) -> None:
         key = row.owner_key or ""
         idle = (now - row.kept_since).total_seconds() if row.kept_since else 0.0
@@ -208,18 +259,17 @@ class Reconciler:
                     kind = "owner_gone"
         if not kind:
             return
-        finding = Finding(kind, str(row.address), owner=key,
+        finding = Finding(kind, _text(row), owner=key,
                           detail=f"kept {idle:.0f}s" if kind == "kept_expired" else
                           "immutable owner deleted")
         report.findings.append(finding)
         if apply:
-            freed = await self.allocator.release_kept(row.address, key, actor=ACTOR,
-                                                      reason=finding.detail)
+            freed = await self.allocator.release_kept(ipaddress.ip_address(row.address), key,
+                                                      actor=ACTOR, reason=finding.detail)
             finding.action = "released" if freed else "skipped"
 
-    async def _unknown(self, report: Report, rows: Sequence[AddressRecord],
+    async def _unknown(self, report: Report, held: set[tuple[str, IPAddress]],
                        pods: Sequence[PodFacts], apply: bool) -> None:
-        held = {(r.pod_uid, r.address) for r in rows if r.state == "allocated"}
         for pod in pods:
             if pod.wants_fixed_ip_network and not pod.managed and not pod.terminated:
                 report.findings.append(Finding(
@@ -228,7 +278,7 @@ class Reconciler:
                            f"{pod.annotations.get(NETWORKS_ANNOTATION)!r} but requests no "
                            f"{ENI_IP_RESOURCE}; add '{ENI_IP_RESOURCE}: \"1\"' to the "
                            "container's resources.requests and resources.limits"))
-            if pod.node_name is None or pod.terminated or pod.deleting or not pod.managed:
+            if not _checks_addresses(pod):
                 continue
             for address in _addresses_in_use(pod, self.catalog):
                 if (pod.uid, address) in held:

@@ -327,10 +327,34 @@ class Store:
     def find(self, rt: ResourceType, namespace: str | None, name: str) -> JSON | None:
         return self._objects[rt].get(self._key(rt, namespace, name))
 
+    def _snapshot(self, rt: ResourceType, rv: int) -> dict[Key, JSON]:
+        """The collection as it was at ``rv``, rebuilt by undoing (newest first) every event
+        after it. A real apiserver serves every continue page from etcd's snapshot at the first
+        page's revision, so a paged list is consistent however writes interleave. Caller holds
+        the lock and has checked ``rv`` is not compacted (the history covers what follows)."""
+        history = self._history[rt]
+        if not history or history[-1].rv <= rv:
+            return self._objects[rt]
+        table = dict(self._objects[rt])
+        for ev in reversed(history):
+            if ev.rv <= rv:
+                break
+            if ev.prev is None:
+                table.pop(ev.key, None)
+            else:
+                table[ev.key] = ev.prev
+        return table
+
     def _select(
-        self, rt: ResourceType, namespace: str | None, labels: LabelSelector, fields: FieldSelector
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        table: dict[Key, JSON] | None = None,
     ) -> list[tuple[Key, JSON]]:
-        table = self._objects[rt]
+        if table is None:
+            table = self._objects[rt]
         pinned = fields.value_of("metadata.name")
         if pinned is not None and (namespace or not rt.namespaced):
             obj = table.get(self._key(rt, namespace, pinned))
@@ -366,7 +390,6 @@ class Store:
         fields = fields or FieldSelector()
         with self._lock:
             list_rv = self._rv
-            selected = self._select(rt, namespace, labels, fields)
             if continue_token:
                 token_rv, start = _decode_continue(continue_token)
                 if token_rv < self._compacted[rt]:
@@ -383,14 +406,22 @@ class Store:
                         "list."
                     )
                 list_rv = token_rv
-                selected = [kv for kv in selected if kv[0] > start]
-            elif resource_version_match == "Exact" and resource_version:
-                try:
-                    want = int(resource_version)
-                except ValueError as e:
-                    raise bad_request(f"invalid resource version: {resource_version}") from e
-                if want < self._compacted[rt]:
-                    raise expired(f"too old resource version: {want} ({self._compacted[rt] + 1})")
+                snapshot = self._snapshot(rt, token_rv)
+                selected = [
+                    kv for kv in self._select(rt, namespace, labels, fields, snapshot)
+                    if kv[0] > start
+                ]
+            else:
+                if resource_version_match == "Exact" and resource_version:
+                    try:
+                        want = int(resource_version)
+                    except ValueError as e:
+                        raise bad_request(f"invalid resource version: {resource_version}") from e
+                    if want < self._compacted[rt]:
+                        raise expired(
+                            f"too old resource version: {want} ({self._compacted[rt] + 1})"
+                        )
+                selected = self._select(rt, namespace, labels, fields)
         meta: JSON = {"resourceVersion": str(list_rv)}
         if limit and limit > 0 and len(selected) > limit:
             rest = len(selected) - limit

@@ -691,6 +691,50 @@ def test_pagination_with_continue(core: CoreV1Api) -> None:
     assert seen == [f"c{i}" for i in range(5)]
 
 
+def test_continue_pages_are_one_snapshot_at_the_first_pages_version(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    """Like etcd behind a real apiserver: writes between pages do not show in later pages."""
+    for i in range(6):
+        core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"},
+                                                      "data": {"v": "1"}})
+    first = core.list_namespaced_config_map("default", limit=2)
+    rv = first.metadata.resource_version
+    core.patch_namespaced_config_map("c3", "default", {"data": {"v": "2"}})
+    core.delete_namespaced_config_map("c4", "default")
+    core.create_namespaced_config_map("default", {"metadata": {"name": "c9"}})
+    core.delete_namespaced_config_map("c0", "default")  # already listed: no effect either
+    pages = [first]
+    while pages[-1].metadata._continue:
+        pages.append(core.list_namespaced_config_map(
+            "default", limit=2, _continue=pages[-1].metadata._continue))
+    items = [c for page in pages for c in page.items]
+    assert [c.metadata.name for c in items] == [f"c{i}" for i in range(6)]
+    assert next(c for c in items if c.metadata.name == "c3").data == {"v": "1"}
+    assert {page.metadata.resource_version for page in pages} == {rv}
+    # The next list sees the writes; a watch from the snapshot's version replays them.
+    now = core.list_namespaced_config_map("default")
+    assert [c.metadata.name for c in now.items] == ["c1", "c2", "c3", "c5", "c9"]
+    events = [(e["type"], e["object"].metadata.name) for e in watch.Watch().stream(
+        core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=1)]
+    assert events == [("MODIFIED", "c3"), ("DELETED", "c4"), ("ADDED", "c9"), ("DELETED", "c0")]
+
+
+def test_continue_token_of_a_compacted_version_is_410(
+    fake_apiserver: FakeApiServer, core: CoreV1Api
+) -> None:
+    for i in range(3):
+        core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+    first = core.list_namespaced_config_map("default", limit=2)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "c3"}})
+    fake_apiserver.compact("configmaps")
+    with pytest.raises(ApiException) as ei:
+        core.list_namespaced_config_map("default", limit=2, _continue=first.metadata._continue)
+    assert (ei.value.status, _status_body(ei.value)["reason"]) == (410, "Expired")
+    again = core.list_namespaced_config_map("default", limit=10)
+    assert [c.metadata.name for c in again.items] == ["c0", "c1", "c2", "c3"]
+
+
 # ---------------------------------------------------------------------------- pods/binding
 
 

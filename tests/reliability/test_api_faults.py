@@ -77,7 +77,7 @@ async def test_reconciler_with_api_down_changes_nothing(
     pod = fake_apiserver.create("pods", make_pod("r1"))
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
     before = await rows(controlled)
-    fake_apiserver.faults.fail_next("GET", r"/api/v1/pods$", 503, count=3)
+    fake_apiserver.faults.fail_next("GET", r"/api/v1/pods(\?|$)", 503, count=3)
     report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
     assert report.error is not None and "503" in report.error
     assert report.findings == [] and await rows(controlled) == before
