@@ -131,11 +131,10 @@ class Placement:
         if ips is self.nodes.addresses():
             # Common case, decided with C-level passes only: every node known, all routed
             # to the same pools.
-            pools_of = self.catalog.pools_by_name(self.nodes)
-            sets = list(map(pools_of.get, names))
-            distinct = set(map(id, sets))
-            if len(distinct) == 1 and sets and sets[0] is not None:
-                verdict = await self._verdict(pod, sets[0], held, strict, requested)
+            distinct = set(map(self.catalog.pool_set_by_name(self.nodes).get, names))
+            only = self.catalog.pool_set(distinct.pop()) if len(distinct) == 1 else None
+            if only is not None:
+                verdict = await self._verdict(pod, only, held, strict, requested)
                 if verdict is None or type(verdict) is int:
                     if isinstance(verdict, int):
                         self.promises.promise(pod.uid, (verdict,))

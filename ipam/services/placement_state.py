@@ -74,7 +74,7 @@ class PoolCatalog:
     _sets: dict[tuple[int, ...], list[PoolRecord]] = field(default_factory=dict)
     #: Node name -> (the InternalIP object it was computed for, its pools).
     by_name: dict[str, tuple[IPAddress, list[PoolRecord]]] = field(default_factory=dict)
-    _names: tuple[dict[str, list[PoolRecord]], int] = field(default_factory=lambda: ({}, -1))
+    _names: tuple[dict[str, int], int] = field(default_factory=lambda: ({}, -1))
 
     async def refresh(self, db: Database) -> None:
         async with db.transaction() as store:
@@ -91,15 +91,21 @@ class PoolCatalog:
         self.taken = {pid: sum(c.values()) for pid, c in counts.items()}
         self.refreshed_at = time.monotonic()
 
-    def pools_by_name(self, nodes: NodeDirectory) -> dict[str, list[PoolRecord]]:
-        """Node name -> its (interned) pool list, for every node with an InternalIP;
-        rebuilt only when the directory or the pools' routing changed."""
+    def pool_set_by_name(self, nodes: NodeDirectory) -> dict[str, int]:
+        """Node name -> the ``id`` of its interned pool list (``pool_set``), for every node
+        with an InternalIP; rebuilt only when the directory or the pools' routing changed.
+        Ints, not the lists: a filter puts 5,000 of them in a set, and ints hash in C."""
         cached, version = self._names
         if version != nodes.version:
-            cached = {name: self.pools_for(ip) for name, ip in nodes.addresses().items()
+            cached = {name: id(self.pools_for(ip)) for name, ip in nodes.addresses().items()
                       if ip is not None}
             self._names = (cached, nodes.version)
         return cached
+
+    def pool_set(self, key: int | None) -> list[PoolRecord] | None:
+        """The interned pool list a ``pool_set_by_name`` value stands for (``None``: a node
+        without an InternalIP or not known)."""
+        return next((pools for pools in self._sets.values() if id(pools) == key), None)
 
     async def recount(self, db: Database, pool_id: int) -> int:
         """Exact taken count of one pool, straight from the database."""
