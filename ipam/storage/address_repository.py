@@ -53,12 +53,15 @@ _TAKE_FREE = f"""
     RETURNING {_COLUMNS}
 """
 
+#: What a pod holds, plus what its owner ``:k`` holds (``NULL``: no owner to look at).
+_HELD = f"""
+    SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id
+    WHERE a.pod_uid = :pod_uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k)
+"""
+
 #: The common bind in one round trip (``held_or_take``).
 _HELD_OR_TAKE = f"""
-    WITH held AS (
-        SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id
-        WHERE a.pod_uid = :pod_uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k)
-    ),
+    WITH held AS ({_HELD}),
     taken AS (
         UPDATE addresses a SET {_HOLDER_SET}
         FROM pools p
@@ -167,10 +170,8 @@ class AddressRepository:
 
     async def held_for(self, uid: str, owner_key: str | None) -> list[AddressRecord]:
         """What a pod already holds, plus what its owner keeps (one round trip for filter)."""
-        return await self._many(
-            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.pod_uid = :uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k) "
-            "ORDER BY a.slot, a.address", {"uid": uid, "k": owner_key})
+        return await self._many(f"{_HELD} ORDER BY a.slot, a.address",
+                                {"pod_uid": uid, "k": owner_key})
 
     async def held_or_take(self, owner_key: str | None, pool_id: int, holder: Holder, *,
                            plain_owner: bool, actor: str, request_id: str | None

@@ -11,7 +11,7 @@ import ast
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,6 +101,27 @@ def _needs_discarding(exc: BaseException, driver: Any) -> bool:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _translated_errors(*, data_errors: bool) -> Iterator[None]:
+    """Database failures as our errors: a lost or refused connection is ``Unavailable``
+    (503, extender Error); with ``data_errors``, a value PostgreSQL cannot take (a NUL
+    character, text where an address belongs) is ``InvalidInput``: the input is wrong, not
+    the service."""
+    try:
+        yield
+    except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
+        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        if _is_connection_error(exc):
+            raise Unavailable(f"database unavailable: {_first_line(_orig(exc))}") from exc
+        if data_errors and _sqlstate(exc).startswith("22"):
+            raise InvalidInput("a value was not accepted by the database: "
+                               f"{_first_line(_orig(exc))}") from exc
+        raise
 
 
 async def _driver(conn: AsyncConnection) -> Any:
@@ -194,10 +215,9 @@ class Database:
 
     @asynccontextmanager
     async def _store(self, begin: str | None) -> AsyncIterator[Store]:
-        try:
+        with _translated_errors(data_errors=True):
             async with self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None, "the pool handed out a closed connection"
+                driver = await _driver(conn)
                 try:
                     if begin is not None:
                         await driver.execute(begin)
@@ -217,19 +237,6 @@ class Database:
                         # next transaction.
                         await conn.invalidate()
                     raise
-        except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
-        except Exception as exc:
-            if not _is_database_error(exc):
-                raise
-            if _is_connection_error(exc):
-                raise Unavailable(f"database unavailable: {_first_line(_orig(exc))}") from exc
-            if _sqlstate(exc).startswith("22"):
-                # Data exception: a value PostgreSQL cannot take (a NUL character, text where
-                # an address belongs). The input is wrong, not the service.
-                raise InvalidInput("a value was not accepted by the database: "
-                                   f"{_first_line(_orig(exc))}") from exc
-            raise
 
     @asynccontextmanager
     async def _raw(self) -> AsyncIterator[Any]:
@@ -273,7 +280,7 @@ class Database:
         """A read-only REPEATABLE READ transaction: every read in it sees the database as of
         its first statement, however long the caller works in between (the reconciler reads
         the clock, lists pods, then streams the rows as they were before the list)."""
-        try:
+        with _translated_errors(data_errors=False):
             async with self.engine.connect() as conn:
                 driver = await _driver(conn)
                 try:
@@ -285,12 +292,6 @@ class Database:
                             or driver.is_closed() or isinstance(exc, asyncio.CancelledError)):
                         await conn.invalidate()
                     raise
-        except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
-        except Exception as exc:
-            if _is_database_error(exc) and _is_connection_error(exc):
-                raise Unavailable(f"database unavailable: {_first_line(_orig(exc))}") from exc
-            raise
 
 
 def _alembic_config(connection: object | None = None) -> object:
