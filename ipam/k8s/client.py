@@ -125,28 +125,24 @@ class KubeClient:
             connector = aiohttp.TCPConnector(limit=max(self.threads, 4),
                                              ssl=_ssl_context(self.cfg))
             self._session = aiohttp.ClientSession(
-                base_url=self.cfg.host.rstrip("/") + "/", connector=connector,
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(sock_connect=self.timeout[0],
                                               sock_read=self.timeout[1]))
         return self._session
 
-    def _headers(self) -> dict[str, str]:
-        """What the official client would send: content type and its auth settings (the
-        in-cluster token is re-read by the configuration's refresh hook)."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        settings: dict[str, Any] = dict(self.cfg.auth_settings())
-        for setting in settings.values():
-            if setting.get("in") == "header" and setting.get("value"):
-                headers[str(setting["key"])] = str(setting["value"])
-        return headers
-
     async def post(self, path: str, body: bytes) -> Any:
-        """POST on the event loop; decoded JSON answer, failures mapped like ``json``."""
+        """POST on the event loop; decoded JSON answer, failures mapped like ``json``. URL
+        and headers (credentials included, the in-cluster token re-read by its refresh hook)
+        come from the official client, as for every ``getter`` request."""
         session = self._http()
         import aiohttp
 
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            "POST", path, header_params={"Content-Type": "application/json",
+                                         "Accept": "application/json"},
+            auth_settings=["BearerToken"])
         try:
-            async with session.post(path.lstrip("/"), data=body, headers=self._headers(),
+            async with session.post(url, data=body, headers=headers,
                                     server_hostname=self.cfg.tls_server_name) as response:
                 data = await response.read()
                 status = response.status

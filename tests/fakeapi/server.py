@@ -64,6 +64,8 @@ class RequestRecord:
     namespace: str | None = None
     name: str | None = None
     status: int = 0
+    #: The ``Authorization`` header as sent (clients' credentials are checked by tests).
+    authorization: str | None = None
 
     def __iter__(self) -> Iterator[Any]:
         """Unpacks as ``(method, path, query)``."""
@@ -424,7 +426,8 @@ class FakeApiServer:
                 return _error_response(e)
         method = request.method
         query = dict(request.query.items())
-        record = RequestRecord(method, path, query)
+        record = RequestRecord(method, path, query,
+                               authorization=request.headers.get("Authorization"))
         if self.settings.record_requests:
             with self._requests_lock:
                 self.requests.append(record)
