@@ -43,6 +43,12 @@ BAD_RESPONSE = 105  # 200 with a body that is not a valid allocation
 CHECK_MISMATCH = 106  # prevResult does not hold exactly the allocated addresses
 TLS_FAILURE = 107  # https with a certificate that does not verify or a bad caFile
 
+#: Longer than any runtime waits for one IPAM call (kubelet's CRI calls time out after 4 min);
+#: a socket timeout has to fit a C ``timeval``, and 1e308 raised OverflowError there.
+MAX_TIMEOUT_SECONDS = 300
+#: Linux IFNAMSIZ is 16 with the terminating NUL (libcni's ValidateInterfaceName).
+MAX_IFNAME = 15
+
 EXTENDED_RESOURCE = "tke.cloud.tencent.com/eni-ip"
 POD_UNKNOWN_CODES = ("not_found", "not_managed")
 """The only 404 codes that speak of the pod; any other 404 means ipam.url is wrong."""
@@ -66,8 +72,8 @@ class Config:
     def __init__(self, raw: bytes) -> None:
         """Parse stdin; raise CniError 6 (not JSON), 1 (version) or 7 (bad ``ipam``)."""
         try:
-            conf = json.loads(raw)
-        except ValueError as exc:  # also UnicodeDecodeError
+            conf = loads(raw)
+        except ValueError as exc:
             raise CniError(
                 DECODING_FAILURE, f"network config on stdin is not JSON: {exc}"
             ) from None
@@ -93,9 +99,13 @@ class Config:
         self.token_file = _optional_str(ipam, "tokenFile")
         self.ca_file = _optional_str(ipam, "caFile")
         timeout = ipam.get("timeoutSeconds", 5)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        # ``not 0 < t <= max`` also refuses NaN and infinity (JSON's 1e999).
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 < timeout <= MAX_TIMEOUT_SECONDS):
             raise CniError(
-                INVALID_CONFIG, f"ipam.timeoutSeconds {timeout!r} is not a positive number"
+                INVALID_CONFIG,
+                f"ipam.timeoutSeconds {_short(timeout)} is not a number of seconds in "
+                f"(0, {MAX_TIMEOUT_SECONDS}]",
             )
         self.timeout = float(timeout)
 
@@ -126,6 +136,20 @@ class Config:
         return token
 
 
+def loads(data: bytes | str) -> Any:
+    """``json.loads`` whose every failure is a ``ValueError``: deep nesting (100,000
+    brackets) raises RecursionError, and a bad encoding UnicodeDecodeError (a ValueError)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _optional_str(ipam: dict[str, Any], key: str) -> str | None:
     value = ipam.get(key)
     if value is None or value == "":
@@ -138,13 +162,17 @@ def _optional_str(ipam: dict[str, Any], key: str) -> str | None:
 class Pod:
     """The pod identity the runtime passes in CNI_ARGS (kubelet sets the K8S_POD_* keys)."""
 
-    __slots__ = ("container_id", "name", "namespace", "uid")
+    __slots__ = ("container_id", "ifname", "name", "namespace", "uid")
 
     def __init__(self, env: Mapping[str, str]) -> None:
         """Raise CniError 4 for a missing CNI_CONTAINERID or a malformed CNI_ARGS."""
         self.container_id = env.get("CNI_CONTAINERID", "")
         if not self.container_id:
             raise CniError(INVALID_ENVIRONMENT, "CNI_CONTAINERID is not set")
+        # Required for ADD, CHECK and DEL by the spec (and by libcni's skel, which every
+        # reference plugin uses); a runtime that omits it is misconfigured.
+        self.ifname = env.get("CNI_IFNAME", "")
+        _check_ifname(self.ifname)
         args = parse_cni_args(env.get("CNI_ARGS", ""))
         self.namespace = args.get("K8S_POD_NAMESPACE", "")
         self.name = args.get("K8S_POD_NAME", "")
@@ -171,6 +199,20 @@ class Pod:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def _check_ifname(name: str) -> None:
+    """libcni's ValidateInterfaceName: what Linux accepts as a link name."""
+    if not name:
+        raise CniError(INVALID_ENVIRONMENT, "CNI_IFNAME is not set")
+    if len(name) > MAX_IFNAME or name in (".", "..") or any(
+        c in "/:" or c.isspace() for c in name
+    ):
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            f"CNI_IFNAME {_short(name)} is not an interface name (at most {MAX_IFNAME} "
+            "characters, no '/', ':' or whitespace, not '.' or '..')",
+        )
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -210,7 +252,7 @@ def _call(
 def _error_envelope(data: bytes) -> tuple[str, str, str] | None:
     """(code, message, details) from ``{"error": {...}}``, or None if the body is not one."""
     try:
-        body = json.loads(data)
+        body = loads(data)
     except ValueError:
         return None
     error = body.get("error") if isinstance(body, dict) else None
@@ -274,7 +316,7 @@ def _allocation(config: Config, pod: Pod) -> list[Address]:
     if status != 200:
         raise _service_error(status, data, pod, request, config)
     try:
-        body = json.loads(data)
+        body = loads(data)
         if not isinstance(body, dict):
             raise ValueError("the answer is not a JSON object")
         addresses = parse_ips(body.get("ips"))

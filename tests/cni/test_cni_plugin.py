@@ -297,13 +297,36 @@ def test_missing_container_id(fake_service: FakeIpamService) -> None:
     assert_cni_error(run, 4, "CNI_CONTAINERID")
 
 
+@pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
+@pytest.mark.parametrize("ifname", [None, "", "a-name-of-16-chr", "..", "eth/0", "eth 0"])
+def test_missing_or_invalid_ifname_is_refused(
+    fake_service: FakeIpamService, token_file: Path, command: str, ifname: str | None
+) -> None:
+    # The spec (and libcni's skel) require CNI_IFNAME for ADD, CHECK and DEL.
+    conf = check_conf(fake_service.url, token_file, "1.0.0", "10.11.128.7/21")
+    run = run_plugin(command, conf, CNI_IFNAME=ifname)
+    assert_cni_error(run, 4, "CNI_IFNAME")
+    assert fake_service.requests == []
+
+
+def test_longest_ifname_is_accepted(fake_service: FakeIpamService, token_file: Path) -> None:
+    run = run_plugin("ADD", netconf(fake_service.url, token_file=token_file),
+                     CNI_IFNAME="a-name-of-15-ch")
+    assert run.returncode == 0, run
+
+
 @pytest.mark.parametrize("command", [None, "", "GC", "add"])
 def test_unknown_command(command: str | None) -> None:
     run = run_plugin("ADD", netconf("http://127.0.0.1:9"), CNI_COMMAND=command)
     assert_cni_error(run, 4, "CNI_COMMAND")
 
 
-@pytest.mark.parametrize("stdin", [b"{not json", b"", b"\xff\xfe", b"[1, 2]"])
+@pytest.mark.parametrize("stdin", [
+    b"{not json", b"", b"\xff\xfe", b"[1, 2]",
+    b"[" * 100_000 + b"]" * 100_000,  # RecursionError inside json, not a ValueError
+    b'{"ipam": ' + b"{\"a\": " * 100_000 + b"1" + b"}" * 100_001,
+    b'{"cniVersion": "1.0.0", "ipam": {"timeoutSeconds": ' + b"9" * 5_000 + b"}}",
+], ids=["syntax", "empty", "encoding", "list", "brackets", "objects", "huge-int"])
 def test_bad_stdin_is_decoding_failure(stdin: bytes) -> None:
     run = run_plugin("ADD", stdin)
     error = assert_cni_error(run, 6, "network config on stdin")
@@ -324,6 +347,11 @@ def test_unsupported_version() -> None:
         ({"url": "http://h:notaport"}, "ipam.url"),
         ({"timeoutSeconds": 0}, "timeoutSeconds"),
         ({"timeoutSeconds": "5"}, "timeoutSeconds"),
+        ({"timeoutSeconds": 1e308}, "timeoutSeconds"),  # overflowed the socket timeout
+        ({"timeoutSeconds": 10**400}, "timeoutSeconds"),
+        ({"timeoutSeconds": 301}, "timeoutSeconds"),
+        ({"timeoutSeconds": float("inf")}, "timeoutSeconds"),
+        ({"timeoutSeconds": float("nan")}, "timeoutSeconds"),
         ({"tokenFile": 5}, "ipam.tokenFile is not a string"),
     ],
 )
