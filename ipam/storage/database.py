@@ -294,10 +294,27 @@ class Database:
                     raise
 
 
+def migrations_location() -> Traversable:
+    """The Alembic scripts shipped with this code.
+
+    An installed wheel has them as ``ipam.migrations`` (pyproject maps migrations/ there). A
+    checkout run as ``python -m ipam`` from its root imports the source ipam/, which has no
+    ``ipam.migrations`` even when the wheel is installed too: there they are the migrations/
+    directory next to the package.
+    """
+    try:
+        return resources.files("ipam.migrations")
+    except ModuleNotFoundError:
+        checkout = Path(__file__).resolve().parents[2] / "migrations"
+        if not (checkout / "env.py").is_file():
+            raise
+        return checkout
+
+
 def _alembic_config(connection: object | None = None) -> object:
     from alembic.config import Config
 
-    location = Path(str(resources.files("ipam.migrations")))
+    location = Path(str(migrations_location()))
     cfg = Config()
     cfg.set_main_option("script_location", str(location))
     if connection is not None:
@@ -318,7 +335,7 @@ def _linear_head(versions: Traversable | None = None) -> str | None:
     """
     parents: dict[str, str | None] = {}
     if versions is None:
-        versions = resources.files("ipam.migrations") / "versions"
+        versions = migrations_location() / "versions"
     for entry in versions.iterdir():
         name = entry.name
         if not name.endswith(".py") or name.startswith(("__init__", ".#")):
