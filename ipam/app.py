@@ -2,22 +2,18 @@
 
 ``create_app(settings)`` starts nothing at import time; the lifespan connects to the
 database (starting an embedded one when no URL is set), migrates, loads the pools file,
-connects to Kubernetes when it can, starts the watchers, and tears everything down in reverse
+starts the background tasks (``ipam.k8s.controllers``), and tears everything down in reverse
 order on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI
 
@@ -36,26 +32,19 @@ from ipam.api import (
 )
 from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
-from ipam.k8s.client import KubeClient
-from ipam.k8s.cluster import KubeCluster
-from ipam.k8s.informer import Informer
-from ipam.k8s.nodes import NodeController
-from ipam.k8s.pods import PodController
-from ipam.k8s.pool_configmap import PoolConfigMapController
-from ipam.k8s.workloads import KubeWorkloads
+from ipam.k8s.controllers import Controllers, kube_configured
 from ipam.logs import RequestIdMiddleware
-from ipam.metrics import Metric, counter, gauge
 from ipam.services.access import TokenStore
 from ipam.services.allocation import Actor
-from ipam.services.leadership import Leadership
-from ipam.services.pod_lifecycle import PodLifecycle
-from ipam.services.reconciler import Reconciler
 from ipam.services.runtime import Runtime
 from ipam.settings import Settings
 from ipam.storage import embedded_postgres
 from ipam.storage.database import Database, migrate
 
 log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "create_extender_app", "database_url", "kube_configured",
+           "load_pools_file", "start_runtime"]
 
 
 def database_url(settings: Settings) -> str:
@@ -87,151 +76,6 @@ async def start_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
-def kube_configured(settings: Settings) -> bool:
-    return bool(settings.kube_api_url or settings.kubeconfig
-                or os.environ.get("KUBERNETES_SERVICE_HOST"))
-
-
-class Background:
-    """The process's long-running tasks, started after the runtime and stopped before it."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.tasks: list[asyncio.Task[None]] = []
-        self.informers: list[Informer[Any]] = []
-        self._elected_pass: asyncio.Task[None] | None = None
-        self.kube: KubeClient | None = None
-        self.reconciler: Reconciler | None = None
-        self.leadership: Leadership | None = None
-
-    async def start(self) -> None:
-        rt, settings = self.runtime, self.runtime.settings
-        self.tasks.append(asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"))
-        if not kube_configured(settings):
-            log.warning("no Kubernetes configuration: extender bind and watchers are off")
-            return
-        self.kube = KubeClient.from_settings(settings)
-        cluster = KubeCluster(self.kube)
-        rt.placement.binder = cluster
-        rt.placement.cluster = cluster
-        rt.extras["kube"] = self.kube
-        if not settings.controllers_enabled:
-            return
-        workloads = KubeWorkloads(self.kube)
-        lifecycle = PodLifecycle(rt.allocator, workloads)
-        reconciler = Reconciler(rt.db, rt.allocator, lifecycle, workloads, workloads,
-                                rt.catalog, settings.reconciler)
-        leadership: Leadership | None = None
-        if settings.leader.enabled:
-            leadership = Leadership(rt.db, retry_seconds=settings.leader.renew_seconds,
-                                    on_elected=self._on_elected)
-            self.tasks.append(asyncio.create_task(leadership.run(), name="leadership"))
-        pods = PodController(rt.promises, rt.placement.recent, lifecycle, leadership)
-        rt.extras.update(reconciler=reconciler, leadership=leadership, pod_controller=pods)
-        self.reconciler, self.leadership = reconciler, leadership
-        nodes = NodeController(rt.nodes)
-        backoff, timeout = settings.watch.backoff_seconds, settings.watch.timeout_seconds
-        self._start(Informer("nodes", self.kube, "/api/v1/nodes", nodes.reduce, nodes.on_sync,
-                             nodes.on_event, rt.readiness, backoff, timeout))
-        self._start(Informer("pods", self.kube, "/api/v1/pods", pods.reduce, pods.on_sync,
-                             pods.on_event, rt.readiness, backoff, timeout))
-        cm = settings.pools_configmap
-        if cm.enabled:
-            pool_cm = PoolConfigMapController(rt, cm, leadership)
-            rt.extras["pool_configmap"] = pool_cm
-            # A field selector on the name: RBAC grants this one ConfigMap and no other.
-            self._start(Informer(
-                "pool-configmap", self.kube,
-                f"/api/v1/namespaces/{quote(cm.namespace, safe='')}/configmaps", pool_cm.reduce,
-                pool_cm.on_sync, pool_cm.on_event, rt.readiness, backoff, timeout,
-                params={"fieldSelector": f"metadata.name={cm.name}"}))
-        self.tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconciler"))
-
-    async def _on_elected(self) -> None:
-        """A new leader first repairs what happened while nobody led (pods deleted meanwhile),
-        in a task of its own, so that leadership keeps renewing while the pass runs."""
-        if self.reconciler is None:
-            return
-        if self._elected_pass is None or self._elected_pass.done():
-            self._elected_pass = asyncio.create_task(self._elected(), name="reconciler-elected")
-            self.tasks.append(self._elected_pass)
-
-    async def _elected(self) -> None:
-        """The election-time pass, once every informer has listed: at start-up it would
-        otherwise compete with the lists that readiness waits for (it reads every allocated
-        row, 100,000 in the restart benchmark)."""
-        assert self.reconciler is not None
-        await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        if self.leadership is None or await self.leadership.confirm():
-            await self.reconciler.run_pass(apply=True)
-
-    async def _reconcile_loop(self) -> None:
-        assert self.reconciler is not None
-        interval = self.runtime.settings.reconciler.interval_seconds
-        while True:
-            await asyncio.sleep(interval)
-            if self.leadership is None or await self.leadership.confirm():
-                await self.reconciler.run_pass(apply=True)
-
-    def collect(self) -> list[Metric]:
-        """Scrape-time gauges: pool usage, watches, reconciler, leadership, DB pool."""
-        rt = self.runtime
-        usage = rt.extras.get("usage") or []
-        pools = gauge("ipam_pool_addresses", "Addresses per pool, VLAN and state.",
-                      ["pool", "vlan", "state"], (
-                          ([u.pool.name, str(u.pool.vlan or 0), state], float(value))
-                          for u in usage for state, value in (
-                              ("allocated", u.allocated), ("kept", u.kept),
-                              ("reserved", u.reserved), ("free", u.free))))
-        watches = self.informers
-        up = gauge("ipam_watch_up", "1 while the watch of a resource is established.",
-                   ["resource"], (([i.name], float(rt.readiness.conditions.get(
-                       f"watch:{i.name}", (False, ""))[0])) for i in watches))
-        restarts = counter("ipam_watch_restarts", "Watch restarts (410 re-lists and errors).",
-                           ["resource"], (([i.name], float(i.stats.restarts)) for i in watches))
-        out = [pools, up, restarts,
-               gauge("ipam_filter_promises", "Pods promised an address at filter, not bound.",
-                     [], [([], float(len(rt.promises)))]),
-               gauge("ipam_db_connections_in_use", "Database connections checked out.", [],
-                     [([], float(rt.db.connections_in_use()))])]
-        if self.reconciler is not None:
-            out.append(counter("ipam_reconciler_runs", "Reconciler passes.", [],
-                               [([], float(self.reconciler.runs))]))
-            out.append(counter("ipam_reconciler_repairs", "Repairs by finding kind.", ["kind"],
-                               (([k], float(v)) for k, v in self.reconciler.repairs.items())))
-        if self.leadership is not None:
-            out.append(gauge("ipam_leader", "1 on the replica running the controllers.", [],
-                             [([], float(self.leadership.is_leader))]))
-        return out
-
-    def _start(self, informer: Informer[Any]) -> None:
-        self.runtime.readiness.set(f"watch:{informer.name}", False, "not synced yet")
-        self.informers.append(informer)
-        self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{informer.name}"))
-
-    async def _refresh_catalog(self) -> None:
-        rt = self.runtime
-        while True:
-            await asyncio.sleep(rt.settings.catalog_refresh_seconds)
-            try:
-                await rt.catalog.refresh(rt.db)
-            except Exception as exc:
-                log.warning("pool usage refresh failed: %s", exc)
-
-    async def stop(self) -> None:
-        for informer in self.informers:
-            informer.stop()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if self.leadership is not None:
-            await self.leadership.resign()
-        if self.kube is not None:
-            await self.kube.aclose()
-
-
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
     """The service; pass ``runtime`` to share one already started (tests, benchmarks)."""
 
@@ -240,7 +84,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         own = runtime is None
         rt = runtime if runtime is not None else await start_runtime(settings)
         app.state.runtime = rt
-        background = Background(rt)
+        background = Controllers(rt)
         await background.start()
         # Everything imported and built so far lives as long as the process: move it out of
         # the collector's reach, so a full collection walks request garbage, not ~150k
