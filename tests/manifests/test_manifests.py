@@ -45,13 +45,16 @@ UID = 10001
 NOT_API_OBJECTS = {
     "kustomization.yaml": ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
     "scheduler-config.yaml": ("kubescheduler.config.k8s.io/v1", "KubeSchedulerConfiguration"),
+    "scheduler-config-v1beta1.yaml": ("kubescheduler.config.k8s.io/v1beta1",
+                                      "KubeSchedulerConfiguration"),
 }
 #: What `kubectl apply -k manifests/` deploys.
 KUSTOMIZE_RESOURCES = {"rbac.yaml", "floatingip-config.yaml", "deployment.yaml", "service.yaml",
                        "pdb.yaml"}
 #: Kept out of the kustomization on purpose (see its header); cni-daemonset.yaml may be added.
-KUSTOMIZE_EXCLUDED = {"scheduler-config.yaml", "scheduler-policy-legacy.yaml",
-                      "cloudnativepg-cluster.yaml", "example-workload.yaml"}
+KUSTOMIZE_EXCLUDED = {"scheduler-config.yaml", "scheduler-config-v1beta1.yaml",
+                      "scheduler-policy-legacy.yaml", "cloudnativepg-cluster.yaml",
+                      "example-workload.yaml"}
 KUSTOMIZE_OPTIONAL = {"cni-daemonset.yaml"}
 
 
