@@ -1,8 +1,12 @@
-"""Helpers for the CNI plugin tests: a fake ipam service and a way to run the plugin.
+"""Helpers for the CNI plugin tests: a fault injector in front of the plugin, and a way to run it.
 
-The fake speaks the plugin's HTTP contract (``GET /v1/pods/{ns}/{name}/ips``,
-``POST /v1/pods/{ns}/{name}/container-deleted``, the ``{"error": {...}}`` envelope) on
-127.0.0.1 only. The plugin always runs as a subprocess, as a container runtime runs it.
+``FakeIpamService`` answers the plugin's HTTP calls (``GET /v1/pods/{ns}/{name}/ips``,
+``POST /v1/pods/{ns}/{name}/container-deleted``) on 127.0.0.1, so the plugin's own tests can
+make it slow, frame answers oddly, or answer what the real service never would. It is not a
+second implementation of the API: its bodies are the real API's models (``ipam.api.cni``) and
+``test_cni_fake_contract.py`` checks every answer it gives unprompted against the real service
+in the same situation. Tests of the service's behaviour use the real one (``cni_service``).
+The plugin always runs as a subprocess, as a container runtime runs it.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from ipam.api.cni import DeleteAck, PodIps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,8 +60,13 @@ V6_IP = {
 
 
 def allocation(*ips: dict[str, Any], uid: str = POD_UID) -> dict[str, Any]:
-    """A 200 body of ``GET .../ips``."""
+    """A 200 body of ``GET .../ips`` (``ips`` as given: tests also send incomplete ones)."""
     return {"namespace": POD_NS, "name": POD_NAME, "uid": uid, "ips": list(ips)}
+
+
+def real_allocation(*ips: dict[str, Any], uid: str = POD_UID) -> dict[str, Any]:
+    """``allocation`` through the real response model: exactly what the service would send."""
+    return PodIps.model_validate(allocation(*ips, uid=uid)).model_dump(mode="json")
 
 
 def envelope(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -71,7 +83,7 @@ class Recorded:
 
 @dataclass
 class FakeIpamService:
-    """In-process stand-in for the ipam REST API; tests edit its state directly."""
+    """The fault injector; tests edit its state directly (``override`` answers anything)."""
 
     url: str = ""
     token: str | None = TOKEN
@@ -108,7 +120,8 @@ class FakeIpamService:
         if method == "POST" and parts[5] == "container-deleted":
             if pod is None:
                 return 404, envelope("not_found", f"pod {parts[3]}/{parts[4]} is unknown")
-            return 202, {"action": "kept"}
+            addresses = [ip["address"] for ip in pod.get("ips", []) if "address" in ip]
+            return 202, DeleteAck(action="none", addresses=addresses).model_dump(mode="json")
         return 405, envelope("method_not_allowed", "no such method")
 
 
@@ -168,7 +181,7 @@ def serve_fake(tls: tuple[Path, Path] | None = None) -> Iterator[FakeIpamService
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     fake = FakeIpamService(url=f"{scheme}://127.0.0.1:{server.server_address[1]}")
-    fake.pods[(POD_NS, POD_NAME)] = allocation(V4_IP)
+    fake.pods[(POD_NS, POD_NAME)] = real_allocation(V4_IP)
     server.fake = fake
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
@@ -244,11 +257,11 @@ def run_plugin(
 
 @dataclass(frozen=True)
 class CniService:
-    """What the datapath test needs from an ipam service, fake or real.
+    """What the datapath tests need from the ipam service.
 
     ``expected_ips`` is the allocation the service holds for the pod, as (cidr, gateway);
-    ``saw_delete`` tells whether the service received the DEL for a container, or is None
-    where that cannot be observed (a real service's release policy decides what happens).
+    ``saw_delete`` tells whether the service recorded the DEL of a container (its audit
+    trail), or is None where that is not to be checked.
     """
 
     url: str
@@ -263,6 +276,15 @@ class CniService:
     def cni_args(self) -> str:
         args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={self.namespace};K8S_POD_NAME={self.name}"
         return args + (f";K8S_POD_UID={self.uid}" if self.uid else "")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Block until ``predicate()`` is true (checked every 20 ms), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.02)
 
 
 def ip_json(*args: str) -> Any:

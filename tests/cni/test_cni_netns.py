@@ -1,54 +1,32 @@
 """The real datapath: the reference ``bridge`` plugin calls ipam-cni and configures a netns.
 
 Needs root, iproute2 and Debian's containernetworking-plugins (``apt-get install -y
-containernetworking-plugins iproute2``). The bridge and its addresses stay on this host:
-a private bridge, a veth into a namespace we create, addresses from ``cni_service`` (a
-test range for the fake), no masquerading and no traffic sent anywhere. Everything is
-removed afterwards, and the forwarding sysctls that ``isGateway`` turns on are restored.
+containernetworking-plugins iproute2``); without them the tests skip, or fail under CI=true.
+The addresses come from the real service (``cni_service``: real PostgreSQL, a pod bound
+through the extender). The bridge and its addresses stay on this host: a private bridge, a
+veth into a namespace we create, a test range, no masquerading and no traffic sent anywhere.
+Everything is removed afterwards, and the forwarding sysctls that ``isGateway`` turns on are
+restored.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cni.cni_helpers import (
-    REPO_ROOT,
-    CniService,
-    FakeIpamService,
-    envelope,
-    ip_json,
-    serve_fake,
-)
+from tests.cni.cni_helpers import REPO_ROOT, CniService, ip_json
 
 pytestmark = pytest.mark.netns
 
-CNI_BIN = Path("/usr/lib/cni")
 FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces and bridges"
-    if shutil.which("ip") is None:
-        return "needs iproute2's ip (apt-get install -y iproute2)"
-    probe = f"ipamcni-probe-{os.getpid()}"
-    made = subprocess.run(
-        ["ip", "netns", "add", probe], capture_output=True, text=True, check=False
-    )
-    if made.returncode != 0:
-        return f"ip netns is unavailable here: {made.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], check=False)
-    return None
 
 
 @dataclass
@@ -60,6 +38,7 @@ class Datapath:
     cni_path: str
     token_file: Path
     container_id: str
+    cni_bin: Path
 
     def conf(self, service: CniService, version: str) -> dict[str, Any]:
         ipam: dict[str, Any] = {"type": "ipam-cni", "url": service.url, "timeoutSeconds": 5}
@@ -87,7 +66,7 @@ class Datapath:
             "CNI_ARGS": cni_args + f";K8S_POD_INFRA_CONTAINER_ID={self.container_id}",
         }
         return subprocess.run(
-            [str(CNI_BIN / "bridge")],
+            [str(self.cni_bin / "bridge")],
             input=json.dumps(conf),
             env=env,
             capture_output=True,
@@ -116,12 +95,7 @@ class Datapath:
 
 
 @pytest.fixture
-def datapath(tmp_path: Path, cni_service: CniService) -> Iterator[Datapath]:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
-    if not (CNI_BIN / "bridge").exists():
-        pytest.fail(f"{CNI_BIN}/bridge is missing: apt-get install -y containernetworking-plugins")
+def datapath(tmp_path: Path, netns_host: Path, cni_service: CniService) -> Iterator[Datapath]:
     # The bridge plugin finds the IPAM plugin by its type in CNI_PATH.
     shim_dir = tmp_path / "cni-bin"
     shim_dir.mkdir()
@@ -136,9 +110,10 @@ def datapath(tmp_path: Path, cni_service: CniService) -> Iterator[Datapath]:
     path = Datapath(
         netns=f"ipamcni-{suffix}",
         bridge=f"ipcni{suffix}"[:15],
-        cni_path=f"{shim_dir}:{CNI_BIN}",
+        cni_path=f"{shim_dir}:{netns_host}",
         token_file=token_file,
         container_id=f"netns-test-{suffix}",
+        cni_bin=netns_host,
     )
     saved = {p: Path(p).read_text() for p in FORWARDING if Path(p).exists()}
     subprocess.run(["ip", "netns", "add", path.netns], check=True)
@@ -189,26 +164,17 @@ def test_bridge_check_detects_a_changed_allocation(
     assert datapath.run("DEL", conf, cni_service.cni_args).returncode == 0
 
 
-@pytest.fixture
-def unmanaged_service() -> Iterator[FakeIpamService]:
-    with serve_fake() as fake:
-        fake.token = None
-        fake.override(
-            "GET",
-            "ips",
-            404,
-            envelope("not_managed", "pod default/p does not request tke.cloud.tencent.com/eni-ip"),
-        )
-        yield fake
-
-
-def test_bridge_passes_ipam_errors_through(
-    datapath: Datapath, unmanaged_service: FakeIpamService
-) -> None:
-    service = CniService(url=unmanaged_service.url, token=None, expected_ips=[])
-    added = datapath.run("ADD", datapath.conf(service, "1.0.0"), service.cni_args)
+def test_bridge_passes_ipam_errors_through(datapath: Datapath, cni_service: CniService) -> None:
+    # plain-pod requests no address: the service answers 404 not_managed, with its reason.
+    plain = replace(cni_service, name="plain-pod", uid=None, expected_ips=[])
+    added = datapath.run("ADD", datapath.conf(plain, "1.0.0"), plain.cni_args)
     assert added.returncode != 0
     error = json.loads(added.stdout)
     assert error["code"] == 102
     assert "tke.cloud.tencent.com/eni-ip" in error["msg"]
     assert datapath.global_addresses() == set()
+
+
+def test_the_bind_reserved_the_test_range_address(cni_service: CniService) -> None:
+    # Guards the tests above: they compare eth0 with what the bind reserved.
+    assert cni_service.expected_ips == [("10.99.0.7/24", "10.99.0.254")]
