@@ -64,6 +64,10 @@ class ConfigDiffOut(BaseModel):
     dropped_free_rows: int
     dry_run: bool
     empty: bool
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Accepted but written loosely, e.g. a subnet with host bits (masked as "
+                    "galaxy does)")
 
 
 def _counts(c: Counts) -> dict[str, int]:

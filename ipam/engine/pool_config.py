@@ -4,6 +4,9 @@ Each entry becomes one ``PoolSpec``. Entries that share a node subnet are its fa
 tried in config order (galaxy v1.0.2 left pods Pending instead). We refuse what galaxy
 silently accepts: addresses outside ``subnet``, a gateway inside a range, network/broadcast
 addresses, one address in two entries, a CIDR where an address belongs, vlan outside 0-4094.
+What galaxy reads leniently and is unambiguous is read the same way, with a warning in
+``PoolConfig.warnings``: host bits in a subnet (``10.0.1.2/24`` is ``10.0.1.0/24``), which
+galaxy masks away, so its users' files load unchanged.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class PoolSpec:
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     pools: tuple[PoolSpec, ...] = field(default_factory=tuple)
+    #: What was accepted but written loosely (one line each, naming entry and field); not
+    #: part of equality: two files that read as the same pools are the same config.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def by_name(self) -> dict[str, PoolSpec]:
         return {p.name: p for p in self.pools}
@@ -135,13 +141,14 @@ def parse_pool_config(document: Any) -> PoolConfig:
         raise ConfigError(f"expected a JSON list of pool entries, got {type(document).__name__}")
     if len(document) > MAX_ENTRIES:
         raise ConfigError(f"{len(document)} entries is more than the limit of {MAX_ENTRIES}")
-    specs = [_parse_entry(i, entry) for i, entry in enumerate(document)]
+    warnings: list[str] = []
+    specs = [_parse_entry(i, entry, warnings) for i, entry in enumerate(document)]
     specs = _name_pools(specs, document)
     _check_disjoint(specs)
-    return PoolConfig(tuple(specs))
+    return PoolConfig(tuple(specs), tuple(warnings))
 
 
-def _parse_entry(index: int, entry: Any) -> PoolSpec:
+def _parse_entry(index: int, entry: Any, warnings: list[str]) -> PoolSpec:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"expected an object, got {type(entry).__name__}", entry=index)
     unknown = set(entry) - KNOWN_KEYS
@@ -150,38 +157,56 @@ def _parse_entry(index: int, entry: Any) -> PoolSpec:
             f"unknown key(s) {sorted(unknown)}; known keys are {sorted(KNOWN_KEYS)}", entry=index
         )
 
-    node_subnets = _node_subnets(index, entry)
-    subnet = _network(index, "subnet", entry.get("subnet"))
+    node_subnets = _node_subnets(index, entry, warnings)
+    subnet = _network(index, "subnet", entry.get("subnet"), warnings)
     gateway = _gateway(index, entry, subnet)
     vlan = _vlan(index, entry.get("vlan"))
     ranges = _ranges(index, entry.get("ips"), subnet, gateway)
     return PoolSpec("", index, node_subnets, subnet, gateway, vlan, ranges)
 
 
-def _node_subnets(index: int, entry: Mapping[str, Any]) -> tuple[IPNetwork, ...]:
+def _node_subnets(index: int, entry: Mapping[str, Any], warnings: list[str]
+                  ) -> tuple[IPNetwork, ...]:
     has_routable = "routableSubnet" in entry
     has_nodes = "nodeSubnets" in entry
     if has_routable and has_nodes:
         raise ConfigError("give routableSubnet or nodeSubnets, not both", entry=index)
     if has_routable:
-        return (_network(index, "routableSubnet", entry["routableSubnet"]),)
+        return (_network(index, "routableSubnet", entry["routableSubnet"], warnings),)
     if has_nodes:
         raw = entry["nodeSubnets"]
         if not isinstance(raw, list) or not raw:
             raise ConfigError("must be a non-empty list of CIDRs", entry=index,
                               field="nodeSubnets")
-        return tuple(_network(index, f"nodeSubnets[{i}]", v) for i, v in enumerate(raw))
+        return tuple(_network(index, f"nodeSubnets[{i}]", v, warnings)
+                     for i, v in enumerate(raw))
     raise ConfigError("missing routableSubnet (or nodeSubnets)", entry=index,
                       field="routableSubnet")
 
 
-def _network(index: int, name: str, value: Any) -> IPNetwork:
+def _network(index: int, name: str, value: Any, warnings: list[str]) -> IPNetwork:
     if value is None:
         raise ConfigError("is required", entry=index, field=name)
     try:
         return parse_network(value)
     except RangeSyntaxError as exc:
-        raise ConfigError(str(exc), entry=index, field=name) from None
+        masked = _masked(value)
+        if masked is None:
+            raise ConfigError(str(exc), entry=index, field=name) from None
+    warnings.append(f"entry {index}, field {name}: {value.strip()} has host bits set; read as "
+                    f"{masked}, as galaxy does (write {masked} to silence this)")
+    return masked
+
+
+def _masked(value: Any) -> IPNetwork | None:
+    """The network of a CIDR written with host bits (galaxy's ``IP.Mask``); ``None`` when the
+    text is wrong in any other way, so that error is the one reported."""
+    if not isinstance(value, str) or "/" not in value:
+        return None
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        return None
 
 
 def _gateway(index: int, entry: Mapping[str, Any], subnet: IPNetwork) -> IPAddress | None:

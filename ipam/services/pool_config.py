@@ -7,6 +7,7 @@ and are dropped; rows whose range moved to another entry follow it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ from ipam.errors import Conflict
 from ipam.services.allocation import Actor
 from ipam.storage.database import Database
 from ipam.storage.records import AuditEntry, PoolRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -27,6 +30,8 @@ class ConfigDiff:
     moved_addresses: int = 0
     dropped_free_rows: int = 0
     dry_run: bool = False
+    #: What the config reader accepted but flagged (``PoolConfig.warnings``), dry run or not.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -36,7 +41,7 @@ class ConfigDiff:
         return {
             "added": self.added, "removed": self.removed, "changed": self.changed,
             "moved_addresses": self.moved_addresses, "dropped_free_rows": self.dropped_free_rows,
-            "dry_run": self.dry_run, "empty": self.empty,
+            "dry_run": self.dry_run, "empty": self.empty, "warnings": self.warnings,
         }
 
 
@@ -65,7 +70,9 @@ class PoolConfigService:
 
     async def apply(self, config: PoolConfig, *, actor: Actor, dry_run: bool = False
                     ) -> ConfigDiff:
-        diff = ConfigDiff(dry_run=dry_run)
+        diff = ConfigDiff(dry_run=dry_run, warnings=list(config.warnings))
+        for warning in config.warnings:
+            log.warning("pool config: %s", warning)
         try:
             async with self.db.transaction() as store:
                 await store.locks.config_exclusive()

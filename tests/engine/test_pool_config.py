@@ -74,6 +74,51 @@ def test_ipv6_slash_64_pool() -> None:
     assert config.pools[0].vlan is None
 
 
+def test_host_bits_in_subnets_are_masked_with_a_warning_like_galaxy() -> None:
+    """galaxy reads ``10.0.1.2/24`` as ``10.0.1.0/24``; its files must load unchanged."""
+    config = parse_pool_config([
+        entry(),
+        entry(routableSubnet="10.10.101.77/24", subnet="10.12.0.9/24", gateway="10.12.0.254",
+              ips=["10.12.0.1~10.12.0.9"], vlan=None),
+        {"nodeSubnets": ["2001:db8:ff::1/64"], "ips": ["2001:db8:1::1~2001:db8:1::9"],
+         "subnet": "2001:db8:1::5/64"},
+    ])
+    masked, v6 = config.pools[1], config.pools[2]
+    assert masked.node_subnets == (ipaddress.ip_network("10.10.101.0/24"),)
+    assert masked.subnet == ipaddress.ip_network("10.12.0.0/24")
+    assert masked.name == "10.12.0.0/24"
+    assert v6.node_subnets == (ipaddress.ip_network("2001:db8:ff::/64"),)
+    assert v6.subnet == ipaddress.ip_network("2001:db8:1::/64")
+    assert config.warnings == (
+        "entry 1, field routableSubnet: 10.10.101.77/24 has host bits set; read as "
+        "10.10.101.0/24, as galaxy does (write 10.10.101.0/24 to silence this)",
+        "entry 1, field subnet: 10.12.0.9/24 has host bits set; read as 10.12.0.0/24, as "
+        "galaxy does (write 10.12.0.0/24 to silence this)",
+        "entry 2, field nodeSubnets[0]: 2001:db8:ff::1/64 has host bits set; read as "
+        "2001:db8:ff::/64, as galaxy does (write 2001:db8:ff::/64 to silence this)",
+        "entry 2, field subnet: 2001:db8:1::5/64 has host bits set; read as 2001:db8:1::/64, "
+        "as galaxy does (write 2001:db8:1::/64 to silence this)",
+    )
+    # The same pools as the clean spelling: only the warnings tell them apart.
+    clean = parse_pool_config([
+        entry(),
+        entry(routableSubnet="10.10.101.0/24", subnet="10.12.0.0/24", gateway="10.12.0.254",
+              ips=["10.12.0.1~10.12.0.9"], vlan=None),
+        {"nodeSubnets": ["2001:db8:ff::/64"], "ips": ["2001:db8:1::1~2001:db8:1::9"],
+         "subnet": "2001:db8:1::/64"},
+    ])
+    assert clean == config
+    assert clean.warnings == ()
+
+
+def test_masked_subnet_is_still_checked_like_any_other() -> None:
+    """Masking happens first; the ranges and gateway are then checked against the network."""
+    with pytest.raises(ConfigError, match=r"not inside subnet 10\.11\.128\.0/24") as info:
+        parse_pool_config([entry(subnet="10.11.128.9/24", gateway="10.11.128.254",
+                                 ips=["10.11.128.1~10.11.129.5"])])
+    assert info.value.details["field"] == "ips[0]"
+
+
 @pytest.mark.parametrize(
     ("entries", "field", "message"),
     [
@@ -86,7 +131,9 @@ def test_ipv6_slash_64_pool() -> None:
         ([entry(vlan="1200")], "vlan", "write 1200, not \"1200\""),
         ([entry(ips=["10.11.128.0/24"])], "ips[0]", "is a CIDR"),
         ([entry(gateway="10.11.135.254/21")], "gateway", "is a CIDR"),
-        ([entry(routableSubnet="10.10.100.1/24")], "routableSubnet", "valid CIDR"),
+        ([entry(routableSubnet="10.10.100.0/33")], "routableSubnet", "valid CIDR"),
+        ([entry(subnet="10.11.128.1")], "subnet", "not a CIDR"),
+        ([entry(subnet="10.11.128.300/21")], "subnet", "valid CIDR"),
         ([entry(routableSubnet=None)], "routableSubnet", "missing"),
         ([entry(subnet=None)], "subnet", "required"),
         ([entry(ips=[])], "ips", "non-empty"),
