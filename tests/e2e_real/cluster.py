@@ -122,7 +122,8 @@ class ControlPlane:
     def admin_kubeconfig(self) -> Path:
         return self.run / "admin.kubeconfig"
 
-    def scheduler_config(self, node_cache_capable: bool) -> dict[str, Any]:
+    def scheduler_config(self, node_cache_capable: bool, url: str | None = None
+                         ) -> dict[str, Any]:
         """The shipped v1beta1 file with only what a test run must change: where the
         extender listens (its TLS listener, client certificate), how the scheduler reaches
         the API server, its client rate limits, and the node cache mode under test."""
@@ -131,7 +132,7 @@ class ControlPlane:
         doc["clientConnection"].update(kubeconfig=str(self.run / "scheduler.kubeconfig"),
                                        qps=1000, burst=2000)
         (extender,) = doc["extenders"]
-        extender.update(urlPrefix=self.extender_url, enableHTTPS=True,
+        extender.update(urlPrefix=url or self.extender_url, enableHTTPS=True,
                         nodeCacheCapable=node_cache_capable,
                         tlsConfig={"certFile": str(self.pki / "scheduler-client.crt"),
                                    "keyFile": str(self.pki / "scheduler-client.key"),
@@ -299,7 +300,6 @@ class Kubelet:
     _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="kubelet"))
-    _response: httpx.Response | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._watch_forever, name="kubelet-watch",
@@ -308,9 +308,6 @@ class Kubelet:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._response is not None:
-            with contextlib.suppress(Exception):
-                self._response.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -327,26 +324,28 @@ class Kubelet:
                     time.sleep(0.5)
 
     def _watch_once(self, http: httpx.Client) -> None:
+        """List, then watch from the list's resourceVersion in short requests (so ``stop``
+        takes effect within seconds), resuming from the last event; re-list on ERROR."""
         listed = http.get("/api/v1/pods")
         listed.raise_for_status()
         body = listed.json()
         for pod in body["items"]:
             self._seen(pod)
-        params = {"watch": "1", "resourceVersion": body["metadata"]["resourceVersion"],
-                  "allowWatchBookmarks": "true", "timeoutSeconds": "90"}
-        with http.stream("GET", "/api/v1/pods", params=params) as response:
-            self._response = response
-            response.raise_for_status()
-            for line in response.iter_lines():
-                if self._stop.is_set():
-                    return
-                if not line:
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    return  # 410 Gone and friends: re-list
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    self._seen(event["object"])
+        version = body["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
+                      "timeoutSeconds": "3"}
+            with http.stream("GET", "/api/v1/pods", params=params) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if event["type"] == "ERROR":
+                        return  # 410 Gone and friends: re-list
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._seen(event["object"])
 
     def _seen(self, pod: dict[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -521,7 +520,7 @@ class IpamService:
             out.write(f"--- start {self.starts} ---\n".encode())
             out.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "ipam", "serve"], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+                                         stdout=out, stderr=subprocess.STDOUT, cwd=self.plane.run)
         (self.plane.run / "pid" / "ipam").write_text(str(self.proc.pid))
 
         def ready() -> bool:
