@@ -136,6 +136,5 @@ def pending_stays_pending(cluster: Cluster, ns: str, pin: str) -> None:
     pod = cluster.kube.pod(ns, "pinned")
     assert pod is not None and not is_bound(pod)
     assert pod["status"]["phase"] == "Pending"
-    assert cluster.db.taken(ns) == []
-    addresses = [r["address"] for r in cluster.db.taken()]
-    assert_distinct(addresses)
+    assert [r for r in cluster.db.taken(ns) if r["pod_name"] == "pinned"] == []
+    assert_distinct([r["address"] for r in cluster.db.taken()])
