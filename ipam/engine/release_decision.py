@@ -9,8 +9,9 @@ Pure rules over facts the caller gathers (the owner's current size, or that it i
   ``immutable`` frees, ``never`` keeps.
 * Deployment (and other controllers): keep while the owner holds no more addresses than it has
   replicas; a surplus (the surge of a rolling update, or a scale-down) is freed as old pods go,
-  so the kept set grows by at most ``maxSurge`` and shrinks back to ``replicas``. Owner
-  deleted: ``immutable`` frees, ``never`` keeps.
+  so the kept set grows by at most ``maxSurge`` and shrinks back to ``replicas``. Scaled to 0
+  or deleted: ``immutable`` frees, ``never`` keeps (scaling back up, or a same-named owner,
+  gets the addresses again).
 * Bare pod with ``never``/``immutable``: keep by name (a re-created pod of that name gets it).
 """
 
@@ -57,6 +58,8 @@ def on_pod_gone(policy: ReleasePolicy, owner: Owner, workload: WorkloadState | N
                                   "kept (policy never)")
         return Decision(False, f"{owner.key} scaled down to {workload.replicas} "
                                "(policy immutable)")
+    if workload.replicas == 0 and policy is ReleasePolicy.NEVER:
+        return Decision(True, f"{owner.key} scaled to 0; kept (policy never)")
     if owned > workload.replicas:
         return Decision(False, f"{owner.key} holds {owned} addresses for "
                                f"{workload.replicas} replicas; surplus freed")

@@ -188,5 +188,6 @@ def _status_error(status: int, reason: str, content: bytes | str | None) -> Exce
             text = content.decode(errors="replace") if isinstance(content, bytes) else content
             message = text[:200]
     if status >= 500 or status in (0, 429):
-        return Unavailable(f"Kubernetes API answered {status} {reason}: {message}".strip())
+        return Unavailable(f"Kubernetes API answered {status} {reason}: {message}".strip(),
+                           status=status)
     return ApiStatusError(status, reason, message)

@@ -59,6 +59,15 @@ class KubeCluster:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}/binding"
         try:
             await self.kube.post(path, body)
+        except Unavailable as exc:
+            status = exc.details.get("status")
+            if status in (None, 0, 504) or "Timeout" in exc.message:
+                raise  # no answer, or a timeout: the Binding may still land
+            # The API server answered (429, 500, 503): the Binding was not made. Refused
+            # now, so the reservation is undone now, not after the reconciler's grace.
+            raise BindingRejected(
+                f"binding {namespace}/{name} to {node} failed: {exc.message}",
+                reason="unavailable", status=status) from exc
         except ApiStatusError as exc:
             reason = {404: "not_found", 409: "conflict"}.get(exc.status, exc.reason or "refused")
             raise BindingRejected(

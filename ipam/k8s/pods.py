@@ -1,5 +1,6 @@
 """The pod watcher: keeps the extender's caches current and, on the leader, releases addresses
-of deleted pods by their release policy (the reconciler catches whatever it misses)."""
+of deleted and terminated (Failed/Succeeded) pods by their release policy (the reconciler
+catches whatever it misses, also what changed while the service was down)."""
 
 from __future__ import annotations
 
@@ -59,11 +60,16 @@ class PodController:
             self.recent.forget(pod.uid)
             await self._released(pod)
             return
+        before = self.pods.get(pod.key)
         self.pods[pod.key] = pod
         if pod.node_name is not None:
             self.promises.drop(pod.uid)
+        if pod.terminated and (before is None or before.uid != pod.uid or not before.terminated):
+            # Failed or Succeeded: galaxy releases by policy as for a deleted pod (the pod
+            # object may stay for a long time; its containers will not run again).
+            await self._released(pod, f"{(pod.phase or '').lower()} (terminated)")
 
-    async def _released(self, pod: PodFacts) -> None:
+    async def _released(self, pod: PodFacts, why: str = "deleted") -> None:
         if not pod.managed:
             return
         if self.leadership is not None and not await self.leadership.confirm():
@@ -71,10 +77,10 @@ class PodController:
         try:
             decision, rows = await self.lifecycle.pod_gone(pod.uid, actor=ACTOR)
         except IpamError as exc:
-            log.warning("release for deleted pod %s deferred to the reconciler: %s",
-                        pod.key, exc.message)
+            log.warning("release for %s pod %s deferred to the reconciler: %s",
+                        why, pod.key, exc.message)
             return
         if decision is not None:
             self.released += 1
-            log.info("pod %s deleted: %s %s", pod.key, "kept" if decision.keep else "freed",
+            log.info("pod %s %s: %s %s", pod.key, why, "kept" if decision.keep else "freed",
                      ", ".join(str(r.address) for r in rows))

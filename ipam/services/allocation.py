@@ -126,7 +126,12 @@ class Allocator:
             pod_namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid, node=node,
             kept_ttl_seconds=kept_ttl_seconds(pod),
         )
-        if pools and not groups and owner.kind is not OwnerKind.POOL:
+        # A Deployment's or other controller's pods share the owner's addresses: their
+        # decision waits for the owner's lock, which the release of a gone pod holds too,
+        # so "keep the old pod's address" and "take a fresh one for the new pod" are never
+        # both decided on the same snapshot (the race that left 4 addresses for 3 replicas).
+        shared_owner = owner.kind in (OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER)
+        if pools and not groups and owner.kind is not OwnerKind.POOL and not shared_owner:
             # The common bind: read what the pod and its owner hold and, when that cannot
             # change the decision, take and log the first pool's lowest free address, as one
             # statement that is its own transaction (docs/design.md). Otherwise the
@@ -145,6 +150,8 @@ class Allocator:
             if existing:
                 return [(None, rec) for rec in existing]
         async with self.db.transaction(config_shared=True) as store:
+            if shared_owner:
+                await store.locks.owner(owner.key)
             held = await store.addresses.held_for(pod.uid, owner_key)
             existing = [rec for rec in held if rec.pod_uid == pod.uid]
             if existing:
@@ -280,7 +287,7 @@ class Allocator:
         """One address from any range of ``group``; kept ones of the owner first."""
         placed: list[tuple[IpRange, PoolRecord]] = []
         for rng in group:
-            pool = next((p for p in pools if any(_covers(r, rng) for r in p.ranges)), None)
+            pool = next((p for p in pools if any(covers(r, rng) for r in p.ranges)), None)
             if pool is not None:
                 placed.append((rng, pool))
         if not placed:
@@ -463,6 +470,6 @@ async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool) -> Addr
         slot=row.slot, kept_ttl_seconds=row.kept_ttl_seconds))
 
 
-def _covers(outer: IpRange, inner: IpRange) -> bool:
+def covers(outer: IpRange, inner: IpRange) -> bool:
     return (outer.version == inner.version
             and outer.first <= inner.first and inner.last <= outer.last)

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from ipam.engine.galaxy_args import ArgsError, IpInfo, annotation_with_ipinfos, requested_ranges
-from ipam.engine.ip_ranges import IPAddress
-from ipam.engine.pod import CNI_ARGS_ANNOTATION, PodFacts
-from ipam.engine.release_policy import OwnerKind, ReleasePolicy, owner_of
-from ipam.errors import IpamError, NotFound, Unavailable
-from ipam.services.allocation import Actor, Allocator
+from ipam.engine.ip_ranges import IPAddress, IpRange
+from ipam.engine.pod import CNI_ARGS_ANNOTATION, ENI_IP_RESOURCE, PodFacts
+from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, owner_of
+from ipam.errors import InvalidInput, IpamError, NotFound, Unavailable
+from ipam.services.allocation import Actor, Allocator, covers
 from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
+from ipam.services.pod_lifecycle import PodLifecycle, WorkloadReader
 from ipam.storage.database import Database
 from ipam.storage.records import AddressRecord, PoolRecord
 
 log = logging.getLogger(__name__)
+GATE_ACTOR = Actor("filter", request_id=None)
 
 MAX_PRIORITY = 10
 #: Stands for the node's address in a reason decided once for a whole pool set.
@@ -80,7 +82,9 @@ class Placement:
 
     def __init__(self, db: Database, allocator: Allocator, catalog: PoolCatalog,
                  nodes: NodeDirectory, promises: Promises, recent: RecentPods,
-                 binder: Binder | None = None, cluster: ClusterReader | None = None) -> None:
+                 binder: Binder | None = None, cluster: ClusterReader | None = None,
+                 workloads: WorkloadReader | None = None,
+                 lifecycle: PodLifecycle | None = None) -> None:
         self.db = db
         self.allocator = allocator
         self.catalog = catalog
@@ -89,16 +93,73 @@ class Placement:
         self.recent = recent
         self.binder = binder
         self.cluster = cluster
+        #: With ``cluster``, what the owner gate needs (a Deployment's replicas, releasing a
+        #: predecessor the pod watcher has not caught up with); without, no gate.
+        self.workloads = workloads
+        self.lifecycle = lifecycle
 
     # -- filter ---------------------------------------------------------------------------
-    async def _held(self, pod: PodFacts) -> list[AddressRecord]:
+    async def _rows(self, pod: PodFacts) -> list[AddressRecord]:
+        """What the pod holds and everything its owner holds (one indexed read)."""
         owner = owner_of(pod)
         key = owner.key if owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps \
             else None
         async with self.db.single_statement() as store:
-            rows = await store.addresses.held_for(pod.uid, key)
+            return await store.addresses.held_for(pod.uid, key)
+
+    async def _held(self, pod: PodFacts) -> list[AddressRecord]:
+        rows = await self._rows(pod)
         mine = [r for r in rows if r.pod_uid == pod.uid]
         return mine or [r for r in rows if r.state == "kept"]
+
+    async def _owner_gate(self, pod: PodFacts, owner: Owner, rows: list[AddressRecord]
+                          ) -> tuple[str | None, bool]:
+        """A Deployment (or other controller) that keeps its addresses: (a reason to hold
+        the pod back, whether it is pinned to its owner's kept addresses).
+
+        At ``replicas`` addresses the owner gets no fresh one while one of its pods is
+        leaving: in a real cluster the replacement is scheduled while its predecessor is
+        still Terminating, and a fresh address then would cost the workload the old one. A
+        predecessor that is already gone (or Failed/Succeeded) is released here and now,
+        ahead of the pod watcher, so the scheduler's next attempt finds the address kept.
+        With every holder alive the pod is a RollingUpdate surge and takes a fresh address
+        (the set shrinks back as old pods go): galaxy's documented deadlock cannot happen.
+        """
+        if self.workloads is None or self.cluster is None:
+            return None, False
+        for _ in range(2):
+            others = [r for r in rows if r.owner_key == owner.key and r.pod_uid != pod.uid]
+            if not others:
+                return None, False
+            workload = await self.workloads.workload(owner)
+            if workload is None or len(others) < workload.replicas:
+                return None, False
+            if any(r.state == "kept" for r in others):
+                return None, True
+            leaving: list[AddressRecord] = []
+            released = False
+            for row in others:
+                if row.state != "allocated" or row.pod_uid is None:
+                    continue
+                holder = await self.cluster.get_pod(row.pod_namespace or "", row.pod_name or "")
+                if holder is None or holder.uid != row.pod_uid or holder.terminated:
+                    if self.lifecycle is not None:
+                        await self.lifecycle.pod_gone(row.pod_uid, actor=GATE_ACTOR)
+                        released = True
+                    else:
+                        leaving.append(row)
+                elif holder.deleting:
+                    leaving.append(row)
+            if released:
+                rows = await self._rows(pod)
+                continue
+            if leaving:
+                row = leaving[0]
+                return (f"{owner.key} holds {len(others)} addresses for {workload.replicas} "
+                        f"replicas; waiting for terminating pod {row.pod_namespace}/"
+                        f"{row.pod_name} to hand over {row.address}"), False
+            return None, False
+        return None, any(r.state == "kept" for r in rows if r.owner_key == owner.key)
 
     async def filter(self, pod: PodFacts, candidates: Sequence[Candidate]) -> FilterOutcome:
         """Nodes from which the pod can get (or keep) its address, with reasons for the rest."""
@@ -118,9 +179,21 @@ class Placement:
         except ArgsError as exc:
             reason = f"pod {pod.key}: {exc}"
             return FilterOutcome([], {}, dict.fromkeys(names, reason))
-        held = await self._held(pod)
+        rows = await self._rows(pod)
+        mine = [r for r in rows if r.pod_uid == pod.uid]
+        held = mine or [r for r in rows if r.state == "kept"]
         owner = owner_of(pod)
-        strict = bool(held) and (owner.keeps_per_pod or any(r.pod_uid == pod.uid for r in held))
+        strict = bool(held) and (owner.keeps_per_pod or bool(mine))
+        if not mine and owner.kind in (OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
+            wait, pinned = await self._owner_gate(pod, owner, rows)
+            if wait is not None:
+                return FilterOutcome([], dict.fromkeys(names, wait))
+            if pinned:
+                rows = await self._rows(pod)
+                held = [r for r in rows if r.state == "kept"]
+                strict = bool(held)
+        key = owner.key if owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps \
+            else None
         passed: list[str] = []
         failed: dict[str, str] = {}
         promised: set[int] = set()
@@ -134,10 +207,10 @@ class Placement:
             distinct = set(map(self.catalog.pool_set_by_name(self.nodes).get, names))
             only = self.catalog.pool_set(distinct.pop()) if len(distinct) == 1 else None
             if only is not None:
-                verdict = await self._verdict(pod, only, held, strict, requested)
+                verdict = await self._verdict(pod, only, held, strict, requested, key)
                 if verdict is None or type(verdict) is int:
                     if isinstance(verdict, int):
-                        self.promises.promise(pod.uid, (verdict,))
+                        self.promises.promise(pod, (verdict,))
                     return FilterOutcome(list(names), {})
         by_name = self.catalog.by_name
         for name in names:
@@ -154,7 +227,7 @@ class Placement:
                 self.catalog.pools_for_node(name, ip)  # type: ignore[arg-type]
             cached = verdicts.get(id(pools), _UNKNOWN)
             if cached is _UNKNOWN:
-                verdict = await self._verdict(pod, pools, held, strict, requested)
+                verdict = await self._verdict(pod, pools, held, strict, requested, key)
                 verdicts[id(pools)] = verdict
             else:
                 verdict = cached  # type: ignore[assignment]
@@ -165,11 +238,12 @@ class Placement:
                 if verdict is not None:
                     promised.add(verdict)
         if promised:
-            self.promises.promise(pod.uid, promised)
+            self.promises.promise(pod, promised)
         return FilterOutcome(passed, failed)
 
     async def _verdict(self, pod: PodFacts, pools: Sequence[PoolRecord],
-                       held: list[AddressRecord], strict: bool, requested: Sequence[object]
+                       held: list[AddressRecord], strict: bool,
+                       requested: Sequence[Sequence[IpRange]], owner_key: str | None
                        ) -> str | int | None:
         """A reason (str) to fail, or the pool id to promise (``None``: nothing to promise)."""
         if not pools:
@@ -182,12 +256,38 @@ class Placement:
                 where = ", ".join(f"{r.address} (pool {r.pool})" for r in held)
                 return f"the pod's address {where} is not routable from node {_NODE}"
         if requested:
-            return None  # specific addresses: checked exactly at bind
+            return await self._requested_verdict(pod, pools, requested, owner_key)
         for pool in pools:
             if await self._has_room(pool, pod.uid):
                 return pool.id
         names = ", ".join(p.name for p in pools)
         return f"pool {names} exhausted" if len(pools) == 1 else f"pools {names} exhausted"
+
+    async def _requested_verdict(self, pod: PodFacts, pools: Sequence[PoolRecord],
+                                 groups: Sequence[Sequence[IpRange]], owner_key: str | None
+                                 ) -> str | None:
+        """``request_ip_range`` decided as bind decides it: every group needs one address
+        that this pod can take (free, its own, or kept by its owner) in a pool routable
+        from the node - all groups or nothing."""
+        for slot, group in enumerate(groups):
+            if not await self._group_has_room(pod, pools, group, owner_key):
+                ranges = ", ".join(map(str, group))
+                return (f"request_ip_range[{slot}] ({ranges}) has no free address routable "
+                        f"from node {_NODE}")
+        return None
+
+    async def _group_has_room(self, pod: PodFacts, pools: Sequence[PoolRecord],
+                              group: Sequence[IpRange], owner_key: str | None) -> bool:
+        for rng in group:
+            pool = next((p for p in pools if any(covers(r, rng) for r in p.ranges)), None)
+            if pool is None:
+                continue
+            async with self.db.single_statement() as store:
+                blocked = await store.addresses.blocked_in_range(
+                    pool.id, rng.first_address, rng.last_address, pod.uid, owner_key)
+            if blocked < rng.last - rng.first + 1:
+                return True
+        return False
 
     async def _has_room(self, pool: PoolRecord, uid: str) -> bool:
         room = self.catalog.free(pool) - self.promises.held_by_others(pool.id, uid)
@@ -200,18 +300,31 @@ class Placement:
     # -- prioritize -----------------------------------------------------------------------
     async def prioritize(self, pod: PodFacts, candidates: Sequence[Candidate]
                          ) -> list[tuple[str, int]]:
-        """10 where the pod's kept address routes; else more free addresses, higher score."""
+        """10 where the pod's kept address routes; else by the number of free addresses
+        (promises of other pods taken off), the node with the most free scoring 9: a subnet
+        with 6 free beats one with 2, whatever the sizes of their pools."""
         held = await self._held(pod)
+        free: dict[str, int] = {}
+        kept_here: set[str] = set()
+        for cand in candidates:
+            if cand.address is None:
+                continue
+            pools = self.catalog.pools_for(cand.address)
+            if held and any(_routes(p, r) for p in pools for r in held):
+                kept_here.add(cand.name)
+            elif pools:
+                free[cand.name] = max(
+                    self.catalog.free(p) - self.promises.held_by_others(p.id, pod.uid)
+                    for p in pools)
+        top = max(free.values(), default=0)
         out: list[tuple[str, int]] = []
         for cand in candidates:
-            score = 0
-            if cand.address is not None:
-                pools = self.catalog.pools_for(cand.address)
-                if held and any(_routes(p, r) for p in pools for r in held):
-                    score = MAX_PRIORITY
-                elif pools:
-                    best = max(self.catalog.free(p) / p.size if p.size else 0 for p in pools)
-                    score = 1 + round(max(0.0, min(best, 1.0)) * (MAX_PRIORITY - 2))
+            if cand.name in kept_here:
+                score = MAX_PRIORITY
+            elif top > 0 and free.get(cand.name, 0) > 0:
+                score = 1 + round(free[cand.name] / top * (MAX_PRIORITY - 2))
+            else:
+                score = 0
             out.append((cand.name, score))
         return out
 
@@ -230,8 +343,10 @@ class Placement:
             raise NotFound(f"pod {namespace}/{name} has uid {pod.uid}, not {uid} "
                            "(it was re-created)")
         if not pod.managed:
-            await self.binder.bind(namespace, name, uid, node, {})
-            return []
+            # The scheduler only calls us for pods that request the managed resource; a
+            # direct caller must not use the extender to place any other pod.
+            raise InvalidInput(f"pod {namespace}/{name} requests no {ENI_IP_RESOURCE}; "
+                               "ipam does not bind it", pod=f"{namespace}/{name}")
         node_ip = self.nodes.get(node) if self.nodes.known(node) else \
             await self.cluster.node_ip(node)
         if node_ip is None:

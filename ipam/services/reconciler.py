@@ -150,6 +150,10 @@ class Reconciler:
         except IpamError as exc:
             report.error = exc.message
             log.warning("reconciler pass failed: %s", exc.message)
+        except Exception as exc:  # e.g. a 403 on the pod list: the report says so, the
+            # loop's supervisor counts it and retries; it must not end the loop
+            report.error = f"{type(exc).__name__}: {exc}"
+            log.exception("reconciler pass failed")
         report.duration_seconds = round(time.monotonic() - began, 4)
         for finding in report.findings:
             if finding.action not in ("none", "skipped", "conflict"):
@@ -179,7 +183,8 @@ class Reconciler:
                         if uid in done:
                             continue
                         pod = by_uid.get(uid)
-                        if pod is None and row.updated_at < grace:
+                        # A Failed/Succeeded pod is done with its address, like a gone one.
+                        if (pod is None or pod.terminated) and row.updated_at < grace:
                             done.add(uid)
                             survey.suspects.append(("pod_gone", row))
                         elif (pod is not None and pod.node_name is None and not pod.deleting

@@ -271,6 +271,18 @@ class AddressRepository:
             {"p": pool_id, "f": str(first), "l": str(last)})
         return [int(inet_address(r["address"])) for r in rows]
 
+    async def blocked_in_range(self, pool_id: int, first: IPAddress, last: IPAddress,
+                               uid: str, owner_key: str | None) -> int:
+        """Addresses of ``[first, last]`` this pod cannot take: in use, except what the pod
+        holds itself or its owner keeps. Rows are lazy, so a missing row is a free address."""
+        value = await self.sql.scalar(
+            "SELECT count(*) FROM addresses WHERE pool_id = :p AND state <> 'free' "
+            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) "
+            "AND pod_uid IS DISTINCT FROM :uid "
+            "AND NOT (state = 'kept' AND owner_key IS NOT DISTINCT FROM :k)",
+            {"p": pool_id, "f": str(first), "l": str(last), "uid": uid, "k": owner_key})
+        return int(value or 0)
+
     # -- writes --------------------------------------------------------------------------
     async def take_free(self, pool_id: int, holder: Holder) -> AddressRecord | None:
         return await self._one(_TAKE_FREE, {"pool_id": pool_id, **_holder_params(holder)})

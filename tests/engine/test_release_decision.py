@@ -29,6 +29,9 @@ DEPLOY = Owner(OwnerKind.DEPLOYMENT, "ns", "web")
         (N, DEPLOY, WorkloadState(3), 2, True),
         (IM, DEPLOY, None, 3, False),
         (N, DEPLOY, None, 3, True),
+        (N, DEPLOY, WorkloadState(0), 3, True),  # scaled to 0: never keeps them all
+        (N, DEPLOY, WorkloadState(0), 1, True),
+        (IM, DEPLOY, WorkloadState(0), 1, False),
     ],
 )
 def test_on_pod_gone(policy: ReleasePolicy, owner: Owner, workload: WorkloadState | None,

@@ -27,20 +27,23 @@ def annotated(fake: FakeApiServer, name: str) -> str | None:
     return str(json.loads(raw)["common"]["ipinfos"][0]["ip"]).split("/")[0] if raw else None
 
 
-async def test_binding_503_keeps_the_reservation_for_the_retry(
+async def test_binding_503_undoes_the_reservation_at_once(
     controlled: RunningService, fake_apiserver: FakeApiServer
 ) -> None:
+    """The API server answered: the Binding was not made, so the address is free for the next
+    pod now, not after the reconciler's unbound grace (#13 item 7)."""
     pod = fake_apiserver.create("pods", make_pod("p503"))
     await post(controlled, "filter", filter_body(pod, ["node-0"]))
     fake_apiserver.faults.fail_next("POST", BINDING, 503)
     first = (await post(controlled, "bind", bind_body(pod, "node-0"))).json()
     assert "503" in first["Error"]
-    held = await rows(controlled)
-    assert list(held.values()) == [("allocated", "pod/default/p503", "p503")]
-    # The scheduler retries: same address, now bound.
+    assert await rows(controlled) == {}  # nothing stays reserved
+    other = fake_apiserver.create("pods", make_pod("next"))
+    assert (await post(controlled, "bind", bind_body(other, "node-0"))).json() == {"Error": ""}
+    # The scheduler retries the first pod: it binds, with one address of its own.
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
-    assert annotated(fake_apiserver, "p503") in held
-    assert len(await rows(controlled)) == 1
+    taken = {a: r for a, r in (await rows(controlled)).items() if r[0] == "allocated"}
+    assert len(taken) == 2 and annotated(fake_apiserver, "p503") in taken
 
 
 async def test_binding_that_lands_after_our_timeout_still_has_its_reservation(
