@@ -21,6 +21,7 @@ from ipam import __version__
 from ipam.api import (
     audit,
     cni,
+    console,
     errors,
     extender,
     galaxy,
@@ -113,7 +114,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.include_router(metrics.router)
     if settings.extender_port is None:
         app.include_router(extender.router)
-    for module in (pools, operators, audit, cni, galaxy, reconciler):
+    for module in (pools, operators, audit, cni, galaxy, reconciler, console):
         app.include_router(module.router)
     return app
 
