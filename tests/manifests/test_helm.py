@@ -505,9 +505,15 @@ def test_real_kube_scheduler_loads_the_second_scheduler_config(tmp_path: Path) -
         "users": [{"name": "u", "user": {"token": "unused"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
     config["clientConnection"]["kubeconfig"] = str(kubeconfig)
+    # v1beta1 still has the insecure health and metrics listener (10251 by default, maybe
+    # taken by a control plane on this machine): a free port (it must not be 0).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config["healthzBindAddress"] = config["metricsBindAddress"] = f"127.0.0.1:{free}"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = subprocess.run([str(REALKUBE_SCHEDULER), f"--config={tmp_path / 'config.yaml'}",
-                          f"--write-config-to={tmp_path / 'out.yaml'}"],
+                          "--secure-port=0", f"--write-config-to={tmp_path / 'out.yaml'}"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     understood = yaml.safe_load((tmp_path / "out.yaml").read_text())
