@@ -164,7 +164,8 @@ async def test_metrics_reference_documents_every_exported_metric(exported: set[s
 def test_rules_have_the_required_alerts_and_readable_annotations() -> None:
     alerts = {r["alert"]: r for r in rules() if "alert" in r}
     assert {"IpamPoolNearlyFull", "IpamPoolExhausted", "IpamPoolExhaustionPredicted",
-            "IpamFilterErrorsRising", "IpamBindErrors", "IpamExtenderSlow",
+            "IpamFilterErrorsRising", "IpamFilterPromisesRefused", "IpamBindErrors",
+            "IpamExtenderSlow",
             "IpamReconcilerStale", "IpamReconcilerFailing", "IpamBackgroundTaskFailing",
             "IpamPoolConfigRefused", "IpamWatchDown", "IpamLeaderMissing",
             "IpamMultipleLeaders"} == set(alerts)
@@ -280,11 +281,20 @@ def unit_tests() -> list[dict[str, Any]]:
                        verb="filter", outcome="ok"),
                 series("ipam_extender_request_seconds_count", "0+6x60", instance="a",
                        verb="bind", outcome="error"),
+                series("ipam_filter_promises_refused_total", "0+30x60", instance="a",
+                       reason="unknown_pod"),
+                series("ipam_filter_promises_refused_total", "0+1x60", instance="a",
+                       reason="namespace_cap"),
             ],
             "alert_rule_test": [
                 {"eval_time": "25m", "alertname": "IpamFilterErrorsRising", "exp_alerts": [
                     expect("IpamFilterErrorsRising", {**warning, "outcome": "error"},
                            "Extender filter fails 100m times per second (error)")]},
+                {"eval_time": "10m", "alertname": "IpamFilterPromisesRefused",
+                 "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "IpamFilterPromisesRefused", "exp_alerts": [
+                    expect("IpamFilterPromisesRefused", {**warning, "reason": "unknown_pod"},
+                           "Filter refuses 500m promises per second (unknown_pod)")]},
                 {"eval_time": "25m", "alertname": "IpamBindErrors", "exp_alerts": [
                     expect("IpamBindErrors", warning,
                            "Extender bind fails 100m times per second")]},
