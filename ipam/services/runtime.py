@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ipam.metrics import Metrics
+from ipam.engine.pod import PodFacts
+from ipam.metrics import Metric, Metrics, counter, gauge
 from ipam.services.allocation import Allocator
 from ipam.services.placement import Placement
-from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
+from ipam.services.placement_state import (
+    NodeDirectory,
+    PodVisibility,
+    PoolCatalog,
+    Promises,
+    RecentPods,
+)
 from ipam.services.pool_config import PoolConfigService
 from ipam.settings import Settings
+from ipam.storage.change_feed import ChangeFeed, address_delta
 from ipam.storage.database import Database, head_revision
+from ipam.storage.records import AddressRecord
+
+log = logging.getLogger(__name__)
+
+
+class PodDirectory(Protocol):
+    """The pod watcher's cache (``ipam.k8s.pods.PodController``)."""
+
+    def lookup(self, namespace: str, name: str) -> PodFacts | None: ...
+
+
+def watcher_visibility(directory: Callable[[], PodDirectory | None]) -> PodVisibility:
+    """Promise visibility from the pod watcher's cache: the pod must be there, with this UID,
+    and not bound yet. ``None`` while no watcher runs (controllers off, no Kubernetes)."""
+
+    def visible(pod: PodFacts) -> bool | None:
+        pods = directory()
+        if pods is None:
+            return None
+        seen = pods.lookup(pod.namespace, pod.name)
+        return seen is not None and seen.uid == pod.uid and seen.node_name is None
+
+    return visible
 
 
 @dataclass(slots=True)
@@ -37,6 +72,10 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     readiness: Readiness = field(default_factory=Readiness)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Other replicas' (and writers') changes to pool usage; ``start()`` turns it on.
+    feed: ChangeFeed | None = None
+    _pending_refresh: asyncio.Task[None] | None = None
+    _refresh_wanted: bool = False
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Runtime:
@@ -44,13 +83,80 @@ class Runtime:
         catalog = PoolCatalog()
         allocator.listeners.append(catalog.on_change)
         nodes = NodeDirectory()
-        promises = Promises(settings.promise_ttl_seconds)
+        extras: dict[str, Any] = {}
+        # The pod watcher is built later, by the controllers, and kept in extras.
+        promises = Promises(settings.promise_ttl_seconds,
+                            namespace_cap=settings.promise_namespace_cap,
+                            visible=watcher_visibility(lambda: extras.get("pod_controller")))
         placement = Placement(db, allocator, catalog, nodes, promises, RecentPods())
         metrics = Metrics()
         allocator.listeners.append(metrics.on_address_change)
-        return cls(settings=settings, db=db, allocator=allocator, pools=PoolConfigService(db),
-                   catalog=catalog, nodes=nodes, promises=promises, placement=placement,
-                   metrics=metrics)
+        runtime = cls(settings=settings, db=db, allocator=allocator,
+                      pools=PoolConfigService(db), catalog=catalog, nodes=nodes,
+                      promises=promises, placement=placement, metrics=metrics, extras=extras)
+        feed = ChangeFeed(db, on_deltas=catalog.apply, on_pools=runtime.refresh_soon,
+                          on_connected=lambda: catalog.refresh(db),
+                          backoff_seconds=settings.watch.backoff_seconds)
+        runtime.feed = feed
+
+        def publish(before: AddressRecord | None, after: AddressRecord | None) -> None:
+            delta = address_delta(before, after)
+            if delta is not None:
+                feed.publish(delta)
+
+        allocator.listeners.append(publish)
+        metrics.add_state(runtime._collect)
+        return runtime
+
+    def start(self) -> None:
+        """Background work that belongs to the runtime itself (the change feed); the service's
+        lifespan calls it, one-shot commands (``ipam check``) do not."""
+        if self.feed is not None:
+            self.feed.start()
+
+    async def stop(self) -> None:
+        if self._pending_refresh is not None:
+            self._pending_refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pending_refresh
+        if self.feed is not None:
+            await self.feed.stop()
+
+    def refresh_soon(self) -> None:
+        """Pools changed somewhere: re-read them, in one task; asked again while it reads,
+        it reads once more."""
+        self._refresh_wanted = True
+        if self._pending_refresh is None or self._pending_refresh.done():
+            self._pending_refresh = asyncio.create_task(self._refresh(), name="pools-reread")
+
+    async def _refresh(self) -> None:
+        while self._refresh_wanted:
+            self._refresh_wanted = False
+            try:
+                await self.catalog.refresh(self.db)
+            except Exception as exc:
+                log.warning("re-reading pools after a change elsewhere failed: %s (the "
+                            "periodic refresh retries)", exc)
+                return
+            if self.feed is not None:
+                self.feed.signal()
+
+    def _collect(self) -> Iterable[Metric]:
+        yield counter("ipam_filter_promises_refused", "Filter promises not granted, by reason "
+                      "(unknown_pod: not seen by the pod watcher; namespace_cap).", ["reason"],
+                      (([r], float(n)) for r, n in self.promises.refused.items()))
+        if self.feed is not None:
+            stats = self.feed.stats
+            yield gauge("ipam_change_feed_up", "1 while other replicas' pool usage changes "
+                        "arrive as they commit (LISTEN connection up).", [],
+                        [([], float(self.feed.up))])
+            yield counter("ipam_change_feed_connects", "Change feed (re)connections.", [],
+                          [([], float(stats["connects"]))])
+            yield counter("ipam_change_feed_errors", "Change feed connection failures.", [],
+                          [([], float(stats["errors"]))])
+            yield counter("ipam_change_feed_notifications", "Notifications received, by what "
+                          "was done (applied, own: ours, skipped; malformed).", ["result"],
+                          (([k], float(stats[k])) for k in ("applied", "own", "malformed")))
 
     async def health_checks(self) -> dict[str, dict[str, Any]]:
         checks: dict[str, dict[str, Any]] = {}
