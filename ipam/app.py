@@ -87,6 +87,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.state.runtime = rt
         background = Controllers(rt)
         await background.start()
+        rt.start()  # the change feed: other replicas' allocations reach filter as they commit
         # Everything imported and built so far lives as long as the process: move it out of
         # the collector's reach, so a full collection walks request garbage, not ~150k
         # long-lived objects (it showed as a third of filter time under py-spy --native).
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
             yield
         finally:
             await background.stop()
+            await rt.stop()
             if own:
                 await rt.db.dispose()
 

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     catalog_refresh_seconds: float = Field(5.0, gt=0)
     #: How long a filter promise holds a pool's address before bind must come.
     promise_ttl_seconds: float = Field(30.0, gt=0)
+    #: Most promises one namespace may hold at once (filter is reachable by strangers too).
+    promise_namespace_cap: int = Field(256, ge=1)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     leader: LeaderSettings = Field(default_factory=LeaderSettings)
