@@ -91,6 +91,7 @@ class RefusalLog:
         """Newest first; ``since``: only entries refused at or after that time."""
         with self._lock:
             entries = list(reversed(self._entries.values()))
+        entries.sort(key=lambda e: e.last_at, reverse=True)  # stable: ties stay newest first
         if since is not None:
             entries = [e for e in entries if e.last_at >= since]
         return entries if limit is None else entries[:limit]
