@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -53,7 +52,15 @@ ARGS_ANNOTATION = "k8s.v1.cni.galaxy.io/args"
 POLICY_ANNOTATION = "k8s.v1.cni.galaxy.io/release-policy"
 IPAM_USER = "system:serviceaccount:kube-system:ipam"
 
-log = logging.getLogger("e2e_real")
+
+def insecure_ports() -> dict[str, str]:
+    """1.20's insecure healthz/metrics listener on a free loopback port instead of its default
+    0.0.0.0:10251, which a second scheduler on the machine would find taken (port 0 is
+    refused by validation)."""
+    address = f"127.0.0.1:{free_port()}"
+    return {"healthzBindAddress": address, "metricsBindAddress": address}
+
+
 T = TypeVar("T")
 
 
@@ -131,6 +138,7 @@ class ControlPlane:
             (MANIFESTS / "scheduler-config-v1beta1.yaml").read_text())
         doc["clientConnection"].update(kubeconfig=str(self.run / "scheduler.kubeconfig"),
                                        qps=1000, burst=2000)
+        doc.update(insecure_ports())
         (extender,) = doc["extenders"]
         extender.update(urlPrefix=url or self.extender_url, enableHTTPS=True,
                         nodeCacheCapable=node_cache_capable,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e_real.cluster import MANIFESTS, REALKUBE_DIR, ControlPlane
+from tests.e2e_real.cluster import MANIFESTS, REALKUBE_DIR, ControlPlane, insecure_ports
 
 pytestmark = [pytest.mark.realkube, pytest.mark.timeout(300)]
 
@@ -64,7 +64,7 @@ def test_the_real_scheduler_understands_the_v1beta1_file_as_written(
         control_plane: ControlPlane, tmp_path: Path) -> None:
     """1.20 decodes leniently (a misspelt field is silently dropped): compare what it read."""
     shipped = documents("scheduler-config-v1beta1.yaml")[0]
-    local = dict(shipped, clientConnection={
+    local = dict(shipped, **insecure_ports(), clientConnection={
         "kubeconfig": str(control_plane.run / "scheduler.kubeconfig")})
     path = tmp_path / "scheduler-config.yaml"
     path.write_text(yaml.safe_dump(local))
