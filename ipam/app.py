@@ -33,6 +33,7 @@ from ipam.api import (
 )
 from ipam.api.body_limit import BodyLimitMiddleware
 from ipam.engine.pool_config import load_document, parse_pool_config
+from ipam.errors import Conflict, InvalidInput
 from ipam.k8s.controllers import Controllers, kube_configured
 from ipam.logs import RequestIdMiddleware
 from ipam.services.access import TokenStore
@@ -40,7 +41,7 @@ from ipam.services.allocation import Actor
 from ipam.services.runtime import Runtime
 from ipam.settings import Settings
 from ipam.storage import embedded_postgres
-from ipam.storage.database import Database, migrate
+from ipam.storage.database import Database, migrate, wait_for_schema
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,22 @@ def database_url(settings: Settings) -> str:
 
 
 async def load_pools_file(runtime: Runtime, path: Path) -> None:
-    text = await asyncio.to_thread(path.read_text)
-    config = parse_pool_config(load_document(text))
-    diff = await runtime.pools.apply(config, actor=Actor(f"config:{path.name}"))
+    """Apply ``IPAM_POOLS_FILE``; every failure names the file (one line, no traceback)."""
+    try:
+        text = await asyncio.to_thread(path.read_text)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"IPAM_POOLS_FILE {path}: cannot read it: {reason}") from None
+    try:
+        config = parse_pool_config(load_document(text))
+        diff = await runtime.pools.apply(config, actor=Actor(f"config:{path.name}"))
+    except (InvalidInput, Conflict) as exc:  # the file's fault, not the database's
+        exc.message = f"IPAM_POOLS_FILE {path}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    except ValueError as exc:  # the JSON/YAML decoders' limit on integer digits
+        raise InvalidInput(f"IPAM_POOLS_FILE {path}: a number is too long: "
+                           f"{str(exc).split(';')[0]}") from None
     log.info("pools file %s applied: %s", path, diff.to_dict())
 
 
@@ -66,7 +80,10 @@ async def start_runtime(settings: Settings) -> Runtime:
     db = Database(database_url(settings), pool_size=settings.database_pool_size,
                   max_overflow=settings.database_max_overflow)
     try:
-        await migrate(db)
+        if settings.migrates_on_start():
+            await migrate(db)
+        else:  # the serving role cannot migrate: `ipam migrate` runs as the owner
+            await wait_for_schema(db, settings.schema_wait_seconds)
         runtime = Runtime.build(settings, db)
         if settings.pools_file is not None:
             await load_pools_file(runtime, settings.pools_file)
@@ -114,8 +131,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
                                   reload_seconds=settings.auth_reload_seconds)
     _common(app, settings)
     app.include_router(metrics.router)
-    if settings.extender_port is None:
-        app.include_router(extender.router)
+    app.include_router(extender.router if settings.serves_extender_on_api_port()
+                       else extender.elsewhere(settings))
     for module in (pools, operators, audit, cni, galaxy, reconciler, console):
         app.include_router(module.router)
     return app

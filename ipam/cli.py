@@ -284,6 +284,7 @@ def serve(
     """Run the service (embedded PostgreSQL when IPAM_DATABASE_URL is unset)."""
     import asyncio
     import gc
+    import logging
     import signal
 
     # No cyclic collection while the service starts: imports and the Kubernetes client's
@@ -294,7 +295,7 @@ def serve(
     import uvicorn
 
     from ipam.api.auth import extender_tls_options
-    from ipam.app import create_app, create_extender_app
+    from ipam.app import create_app, create_extender_app, start_runtime
     from ipam.logs import configure as configure_logging
     from ipam.settings import get_settings
 
@@ -303,15 +304,19 @@ def serve(
     # hooks (stopping an embedded PostgreSQL) run and the exit code is 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     configure_logging(settings.log_level, json_format=settings.log_json)
-    app_ = create_app(settings)
+    try:
+        tls = extender_tls_options(settings)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    listen = host or settings.listen_host()
+    log = logging.getLogger("ipam.serve")
+    if settings.auth_tokens_path is None:
+        log.warning("no token file (IPAM_AUTH_TOKENS_PATH): the REST API is open, so it "
+                    "listens on %s%s", listen, " only (IPAM_HOST=0.0.0.0 serves other machines)"
+                    if listen == "127.0.0.1" else " as IPAM_HOST/--host says")
     common: dict[str, Any] = {
         "log_level": settings.log_level.lower(), "log_config": None, "access_log": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds}
-    main = uvicorn.Server(uvicorn.Config(app_, host=host or settings.host,
-                                         port=port or settings.port, **common))
-    if settings.extender_port is None:
-        main.run()
-        return
 
     class Follower(uvicorn.Server):
         """The extender listener: the main server owns the signals and the lifespan."""
@@ -320,38 +325,60 @@ def serve(
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    try:
-        tls = extender_tls_options(settings)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    follower = Follower(uvicorn.Config(
-        create_extender_app(settings, app_), host=settings.extender_host or settings.host,
-        port=settings.extender_port, lifespan="off", **common, **tls))
-
-    async def both() -> None:
-        task = asyncio.create_task(main.serve())
-        while not main.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
-            await asyncio.sleep(0.05)
-        if task.done():
+    async def run() -> None:
+        # Start-up before any listener: a bad pools file or an unreachable database ends as
+        # one error line and a non-zero exit (``_report``), not as a lifespan traceback.
+        runtime = await start_runtime(settings)
+        try:
+            app_ = create_app(settings, runtime=runtime)
+            main = uvicorn.Server(uvicorn.Config(app_, host=listen, port=port or settings.port,
+                                                 **common))
+            if settings.extender_port is None:
+                await main.serve()
+                return
+            follower = Follower(uvicorn.Config(
+                create_extender_app(settings, app_), host=settings.extender_host or listen,
+                port=settings.extender_port, lifespan="off", **common, **tls))
+            task = asyncio.create_task(main.serve())
+            while not main.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+                await asyncio.sleep(0.05)
+            if task.done():
+                await task
+                return
+            extender_task = asyncio.create_task(follower.serve())
             await task
-            return
-        extender_task = asyncio.create_task(follower.serve())
-        await task
-        follower.should_exit = True
-        await extender_task
+            follower.should_exit = True
+            await extender_task
+        finally:
+            await runtime.db.dispose()
 
-    asyncio.run(both())
+    _with_database(run, loop_factory=_event_loop_factory())
+
+
+def _event_loop_factory() -> Callable[[], Any] | None:
+    """uvloop where it is installed (uvicorn[standard]), as ``uvicorn.run`` would pick."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], Any] = uvloop.new_event_loop
+    return factory
 
 
 @app.command("migrate")
 def migrate_cmd() -> None:
-    """Apply database migrations up to head."""
+    """Apply database migrations up to head, as the tables' owner: IPAM_MIGRATE_DATABASE_URL
+    (else IPAM_DATABASE_URL). The service then serves as a role that owns nothing."""
     from ipam.app import database_url
     from ipam.settings import get_settings
     from ipam.storage.database import Database, head_revision, migrate
 
+    settings = get_settings()
+    owner = settings.migrate_database_url
+
     async def run() -> None:
-        db = Database(database_url(get_settings()))
+        db = Database(owner.get_secret_value() if owner is not None else database_url(settings),
+                      pool_size=1, max_overflow=0)
         try:
             await migrate(db)
         finally:
@@ -428,7 +455,8 @@ def _check_in_process(repair: bool) -> dict[str, Any]:
     return result
 
 
-def _with_database(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def _with_database(run: Callable[[], Coroutine[Any, Any, T]], *,
+                   loop_factory: Callable[[], Any] | None = None) -> T:
     """``asyncio.run(run())``; a database that cannot be reached is exit 4, not a traceback."""
     import asyncio
     from urllib.parse import urlsplit
@@ -437,7 +465,8 @@ def _with_database(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
     from ipam.settings import get_settings
 
     try:
-        return asyncio.run(run())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(run())
     except IpamError:
         raise
     except Exception as exc:

@@ -54,14 +54,24 @@ class Settings(BaseSettings):
         env_prefix="IPAM_", env_nested_delimiter="__", extra="ignore", frozen=True
     )
 
-    #: ``postgresql+asyncpg://user:pass@host/db``; empty = start an embedded PostgreSQL.
+    #: ``postgresql+asyncpg://user:pass@host/db``; empty = start an embedded PostgreSQL. In a
+    #: cluster: a LOGIN member of ``ipam_app``, which owns nothing (docs/security.md).
     database_url: SecretStr | None = None
+    #: What ``ipam migrate`` connects as: the role that owns the tables. Unset: database_url.
+    migrate_database_url: SecretStr | None = None
+    #: Whether ``ipam serve`` migrates the schema itself. Unset: only the embedded PostgreSQL
+    #: (the quickstart); with a URL the schema is ``ipam migrate``'s job, and serve waits up to
+    #: ``schema_wait_seconds`` for it to reach this version's head.
+    migrate_on_start: bool | None = None
+    schema_wait_seconds: float = Field(600.0, ge=0)
     #: Connections kept open: about the scheduler's bind concurrency. Connections beyond it
     #: (overflow) are closed when returned; with 10 kept, binds at concurrency 32 opened and
     #: closed one per few binds and lost their prepared statements each time.
     database_pool_size: int = Field(20, ge=1)
     database_max_overflow: int = Field(20, ge=0)
-    host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on all interfaces
+    #: Listen address. Unset: all interfaces with a token file, else 127.0.0.1 only (an open
+    #: admin API is served to this machine alone unless asked for); see ``listen_host``.
+    host: str | None = None
     #: 9040 is the port in galaxy's scheduler policy (urlPrefix http://<svc>:9040/v1).
     port: int = Field(9040, ge=1, le=65535)
     #: Pool config applied at start: galaxy's floatingips JSON list or the whole ConfigMap YAML.
@@ -81,6 +91,7 @@ class Settings(BaseSettings):
     #: How often the token source is checked for rotation, in seconds.
     auth_reload_seconds: float = Field(5.0, ge=0)
     #: Serve /v1/filter, /v1/prioritize, /v1/bind on their own listener instead of the main port.
+    #: In a cluster with TLS and a client CA, so that only kube-scheduler can bind pods.
     extender_host: str | None = None
     extender_port: int | None = Field(None, ge=1, le=65535)
     #: TLS for that listener (the scheduler's enableHTTPS); with a client CA, kube-scheduler
@@ -88,6 +99,10 @@ class Settings(BaseSettings):
     extender_tls_cert: Path | None = None
     extender_tls_key: Path | None = None
     extender_tls_client_ca: Path | None = None
+    #: Serve the extender verbs on the REST port as well. Unset: only while that port is open
+    #: anyway (no token file: the quickstart, on 127.0.0.1) and no extender listener is set.
+    #: kube-scheduler cannot send a token, so with tokens the verbs need the extender listener.
+    extender_on_api_port: bool | None = None
     #: Kubernetes: in-cluster config when both are empty; else this kubeconfig file, or a plain
     #: API server URL without auth (local fake API servers in tests and benchmarks).
     kubeconfig: Path | None = None
@@ -108,6 +123,26 @@ class Settings(BaseSettings):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     leader: LeaderSettings = Field(default_factory=LeaderSettings)
     pools_configmap: PoolConfigMapSettings = Field(default_factory=PoolConfigMapSettings)
+
+
+    def migrates_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.database_url is None
+
+    def serves_extender_on_api_port(self) -> bool:
+        if self.extender_port is not None:
+            return False
+        if self.extender_on_api_port is not None:
+            return self.extender_on_api_port
+        return self.auth_tokens_path is None
+
+    def listen_host(self) -> str:
+        """Where the REST port listens: ``host``, else all interfaces when tokens protect the
+        API (a pod) and loopback when they do not (the quickstart)."""
+        if self.host is not None:
+            return self.host
+        return "0.0.0.0" if self.auth_tokens_path is not None else "127.0.0.1"  # noqa: S104
 
 
 @lru_cache(maxsize=1)

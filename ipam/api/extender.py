@@ -28,6 +28,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ipam.api.errors import error_body
 from ipam.api.extender_wire import (
     ExtenderArgs,
     ExtenderBindingArgs,
@@ -42,6 +43,7 @@ from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.errors import IpamError
 from ipam.logs import request_id as current_request_id
 from ipam.services.placement import Candidate, Placement
+from ipam.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["scheduler extender"])
@@ -282,19 +284,45 @@ def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> R
     return response
 
 
+def elsewhere(settings: Settings) -> APIRouter:
+    """The verbs' paths on a REST port that does not serve them
+    (``Settings.serves_extender_on_api_port``): a refusal that says where they are, so that
+    nobody reaches ``bind`` without kube-scheduler's identity."""
+    if settings.extender_port is not None:
+        status, code = 404, "route_not_found"
+        why = (f"the scheduler extender is served on its own listener, port "
+               f"{settings.extender_port}")
+    else:
+        status, code = 403, "forbidden"
+        why = ("the scheduler extender is not served on this port: its callers need a token, "
+               "which kube-scheduler cannot send. Serve it on IPAM_EXTENDER_PORT with TLS and "
+               "a client CA (docs/security.md), or set IPAM_EXTENDER_ON_API_PORT=true to "
+               "serve it here without authentication")
+    refusals = APIRouter(prefix="/v1", include_in_schema=False)
+
+    async def refuse(request: Request) -> Response:
+        return OrjsonResponse(error_body(code, f"POST {request.url.path}: {why}"),
+                              status_code=status)
+
+    for verb in ("filter", "prioritize", "bind"):
+        refusals.add_api_route(f"/{verb}", refuse, methods=["POST"])
+    return refusals
+
+
 @router.post("/filter", **documented(ExtenderFilterResult, ExtenderArgs))
 async def filter_nodes(request: Request) -> Response:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
     started = time.perf_counter()
+    raw = await request.body()  # before the pause: a body that never ends must not hold it
     with gc_paused():
-        outcome = await _filter(request)  # the parsed body is freed when _filter returns
+        outcome = await _filter(request, raw)  # the parsed body is freed when _filter returns
     return _observe(request, "filter", started, outcome)
 
 
-async def _filter(request: Request) -> Outcome:
+async def _filter(request: Request, raw: bytes) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(await request.body())
+        args = _args(raw)
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod = args.pod
@@ -322,15 +350,16 @@ async def _filter(request: Request) -> Outcome:
 async def prioritize_nodes(request: Request) -> Response:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
     started = time.perf_counter()
+    raw = await request.body()
     with gc_paused():
-        outcome = await _prioritize(request)
+        outcome = await _prioritize(request, raw)
     return _observe(request, "prioritize", started, outcome)
 
 
-async def _prioritize(request: Request) -> Outcome:
+async def _prioritize(request: Request, raw: bytes) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(await request.body())
+        args = _args(raw)
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod, candidates = args.pod, args.as_candidates(placement)

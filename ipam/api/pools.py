@@ -132,6 +132,12 @@ async def import_pools(request: Request, principal: Admin,
     if not document.strip():
         raise InvalidInput("body: send the floatingips JSON list or the ConfigMap YAML",
                            field="body")
-    diff = await AddressAdmin(request.app.state.runtime).import_pools(
-        document, dry_run=dry_run, actor=actor_of(request, principal))
+    try:
+        diff = await AddressAdmin(request.app.state.runtime).import_pools(
+            document, dry_run=dry_run, actor=actor_of(request, principal))
+    except ValueError as exc:
+        # The JSON and YAML decoders refuse an integer of more than 4,300 digits with a plain
+        # ValueError, which the engine's load_document lets through.
+        raise InvalidInput(f"body: a number is too long: {str(exc).split(';')[0]}",
+                           field="body") from None
     return ConfigDiffOut(**diff.to_dict())

@@ -11,6 +11,7 @@ import ast
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from ipam.storage.audit_repository import AuditRepository
 from ipam.storage.locks import CONFIG_LOCK, Locks
 from ipam.storage.pool_repository import PoolRepository
 from ipam.storage.sql import AsyncpgSql, Sql
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -378,6 +381,27 @@ def head_revision() -> str:
     head = script.get_current_head()
     assert head is not None
     return head
+
+
+async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) -> None:
+    """Return once the schema is at this code's head, which ``ipam migrate`` (the owner role)
+    brings it to; the serving role may not migrate. ``Unavailable`` after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    deadline, said = loop.time() + seconds, -float("inf")
+    while True:
+        with _translated_errors(data_errors=False):
+            revision = await db.schema_revision()
+        if revision == head_revision():
+            return
+        message = (f"the database schema is at revision {revision or 'none'}, this version "
+                   f"needs {head_revision()}: run `ipam migrate` as the tables' owner "
+                   "(IPAM_MIGRATE_DATABASE_URL)")
+        if loop.time() >= deadline:
+            raise Unavailable(message)
+        if loop.time() - said >= 30:
+            log.warning("waiting: %s", message)
+            said = loop.time()
+        await asyncio.sleep(min(poll, max(deadline - loop.time(), 0.0)))
 
 
 async def migrate(db: Database, revision: str = "head", *, down: bool = False) -> None:

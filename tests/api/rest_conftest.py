@@ -62,6 +62,8 @@ def rest_settings(db_url: str, fake: FakeApiServer, tmp_path: Path, **over: Any
         "database_url": db_url, "kube_api_url": fake.url, "data_dir": tmp_path,
         "pools_file": FIXTURES / "galaxy/floatingip-config.yaml",
         "catalog_refresh_seconds": 0.5, "kube_threads": 16, "auth_tokens_path": tokens,
+        # Tests schedule through this port; a real one keeps the verbs on the TLS listener.
+        "extender_on_api_port": True,
     }
     values.update(over)
     return RestSettings(**values)

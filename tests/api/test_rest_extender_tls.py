@@ -1,7 +1,8 @@
 """The extender on a listener of its own with TLS and client certificates (enableHTTPS).
 
-Builds the extender-only app the way ``ipam.app`` is to build it when ``extender_port`` is
-set, sharing the main service's runtime, and serves it with ``extender_tls_options``.
+Builds the extender-only app as ``ipam serve`` does when ``extender_port`` is set, sharing
+the main service's runtime, and serves it with ``extender_tls_options``. Without that
+listener the verbs are on the REST port only while it is open anyway (no token file).
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from sqlalchemy import text
 
-from ipam.api import errors, extender, health
 from ipam.api.auth import extender_tls_options
-from tests.api.rest_conftest import ADMIN, RestSettings, rest_fixture  # noqa: F401
+from ipam.app import create_app, create_extender_app
+from tests.api.rest_conftest import (  # noqa: F401
+    ADMIN,
+    RestSettings,
+    rest_fixture,
+    rest_settings,
+    running_rest_service,
+)
+from tests.fakeapi.objects import make_node, make_pod
+from tests.fakeapi.server import FakeApiServer
 from tests.service_harness import RunningService
 
 TlsSettings = RestSettings
@@ -69,11 +78,7 @@ async def test_extender_listener_with_client_certificates(rest: RunningService,
                                                           pki: dict[str, Path]) -> None:
     settings = TlsSettings(extender_tls_cert=pki["server.pem"], extender_tls_key=pki["server.key"],
                            extender_tls_client_ca=pki["ca.pem"])
-    app = FastAPI()
-    errors.install(app)
-    app.include_router(health.router)
-    app.include_router(extender.router)
-    app.state.runtime = rest.runtime
+    app = create_extender_app(settings, create_app(settings, runtime=rest.runtime))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            lifespan="off", **extender_tls_options(settings)))
     task = asyncio.create_task(server.serve())
@@ -99,3 +104,57 @@ async def test_extender_listener_with_client_certificates(rest: RunningService,
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=30)
+
+
+BIND = {"PodName": "x", "PodNamespace": "default", "PodUID": "u", "Node": "node-0"}
+
+
+@pytest.mark.parametrize("verb", ["filter", "prioritize", "bind"])
+async def test_with_tokens_the_rest_port_refuses_the_verbs(
+        db_url: str, fake_apiserver: FakeApiServer, tmp_path: Path, verb: str) -> None:
+    """kube-scheduler cannot send a token: on a REST port that needs one, the verbs would be
+    the one open door. Unless told otherwise they are refused, with what to do instead."""
+    settings = rest_settings(db_url, fake_apiserver, tmp_path, extender_on_api_port=None)
+    assert settings.serves_extender_on_api_port() is False
+    fake_apiserver.create("nodes", make_node("node-0", internal_ip="10.10.100.10"))
+    pod = fake_apiserver.create("pods", make_pod("victim"))["metadata"]
+    async with running_rest_service(settings) as svc:
+        body = dict(BIND, PodName=pod["name"], PodNamespace=pod["namespace"], PodUID=pod["uid"])
+        resp = await svc.client.post(f"/v1/{verb}", json=body)
+        assert resp.status_code == 403, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "forbidden"
+        assert "IPAM_EXTENDER_PORT" in error["message"] and "client CA" in error["message"]
+        # Nothing was bound and nothing reserved.
+        assert fake_apiserver.get("pods", pod["name"], namespace=pod["namespace"])[
+            "spec"].get("nodeName") is None
+        async with svc.runtime.db.engine.connect() as conn:
+            held = (await conn.execute(text(
+                "SELECT count(*) FROM addresses WHERE state <> 'free'"))).scalar_one()
+        assert held == 0
+
+
+async def test_with_an_extender_listener_the_rest_port_points_there(
+        db_url: str, fake_apiserver: FakeApiServer, tmp_path: Path) -> None:
+    settings = rest_settings(db_url, fake_apiserver, tmp_path, extender_on_api_port=None,
+                             extender_port=19443, auth_tokens_path=None)
+    assert settings.serves_extender_on_api_port() is False
+    async with running_rest_service(settings) as svc:
+        resp = await svc.client.post("/v1/bind", json=BIND)
+        assert resp.status_code == 404
+        assert resp.json()["error"]["code"] == "route_not_found"
+        assert "own listener, port 19443" in resp.json()["error"]["message"]
+
+
+def test_the_verbs_are_on_the_rest_port_only_where_it_is_open_anyway(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    assert TlsSettings().serves_extender_on_api_port()  # the quickstart: no tokens, loopback
+    assert TlsSettings().listen_host() == "127.0.0.1"
+    assert not TlsSettings(auth_tokens_path=tokens).serves_extender_on_api_port()
+    assert TlsSettings(auth_tokens_path=tokens).listen_host() == "0.0.0.0"
+    assert not TlsSettings(extender_port=9443).serves_extender_on_api_port()
+    assert not TlsSettings(extender_port=9443,
+                           extender_on_api_port=True).serves_extender_on_api_port()
+    assert TlsSettings(auth_tokens_path=tokens,
+                       extender_on_api_port=True).serves_extender_on_api_port()
+    assert TlsSettings(host="10.0.0.1").listen_host() == "10.0.0.1"
