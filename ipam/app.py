@@ -78,7 +78,8 @@ async def load_pools_file(runtime: Runtime, path: Path) -> None:
 
 async def start_runtime(settings: Settings) -> Runtime:
     db = Database(database_url(settings), pool_size=settings.database_pool_size,
-                  max_overflow=settings.database_max_overflow)
+                  max_overflow=settings.database_max_overflow,
+                  pool_timeout=settings.database_pool_timeout_seconds)
     try:
         if settings.migrates_on_start():
             await migrate(db)

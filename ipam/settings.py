@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     #: closed one per few binds and lost their prepared statements each time.
     database_pool_size: int = Field(20, ge=1)
     database_max_overflow: int = Field(20, ge=0)
+    #: How long a request waits for a pooled connection before it is a 503 (extender: Error).
+    database_pool_timeout_seconds: float = Field(10.0, gt=0)
     #: Listen address. Unset: all interfaces with a token file, else 127.0.0.1 only (an open
     #: admin API is served to this machine alone unless asked for); see ``listen_host``.
     host: str | None = None

@@ -1,4 +1,9 @@
-"""Refuse request bodies over a size limit before they are read into memory (413)."""
+"""Refuse request bodies over a size limit before they are read into memory (413).
+
+A declared ``Content-Length`` over the limit is refused before the body is read; a chunked
+body is counted as it arrives and refused at the first byte over, whatever the route would
+have made of the failed read.
+"""
 
 from __future__ import annotations
 
@@ -26,19 +31,26 @@ class BodyLimitMiddleware:
             await self._reject(send)
             return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    # Answer now: a route that parses the body (FastAPI) turns any failure
+                    # of the read into its own 400/422, which must not be what is sent.
+                    if not started and not rejected:
+                        rejected = True
+                        await self._reject(send)
                     raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 went out already
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -46,7 +58,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
-            if not started:
+            if not started and not rejected:
                 await self._reject(send)
 
     async def _reject(self, send: Send) -> None:

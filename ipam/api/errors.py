@@ -94,6 +94,13 @@ def install(app: FastAPI) -> None:
         status, body, headers = http_error(request, exc)
         return OrjsonResponse(body, status_code=status, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> OrjsonResponse:
+        # A bug, but the caller still gets the envelope (the server logs the traceback).
+        return OrjsonResponse(error_body(
+            "internal", f"internal error ({type(exc).__name__}); the service log has the "
+            f"traceback for {request.method} {request.url.path}"), status_code=500)
+
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method the OpenAPI document lists for this path (routes may be split)."""

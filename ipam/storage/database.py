@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ipam.errors import InvalidInput, Unavailable
@@ -114,6 +115,9 @@ def _translated_errors(*, data_errors: bool) -> Iterator[None]:
     the service."""
     try:
         yield
+    except PoolTimeout as exc:
+        raise Unavailable("database unavailable: every pooled connection is busy (pool "
+                          "timeout); retry") from exc
     except (TimeoutError, OperationalError, InterfaceError, OSError, ConnectionError) as exc:
         raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
     except Exception as exc:
@@ -180,7 +184,7 @@ class Database:
     """One engine (connection pool) per process; ``transaction()`` per use case."""
 
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10,
-                 echo: bool = False) -> None:
+                 pool_timeout: float = 10.0, echo: bool = False) -> None:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
             url,
@@ -191,7 +195,9 @@ class Database:
             # statement instead, which maps to Unavailable and the scheduler retries.
             pool_pre_ping=False,
             pool_recycle=300,
-            pool_timeout=10,
+            # Waiting longer for a connection than kube-scheduler waits for us (5 s) only
+            # queues work nobody will read; past it the request is a 503 / extender Error.
+            pool_timeout=pool_timeout,
             echo=echo,
             connect_args={"timeout": 5, "command_timeout": 30},
         )
