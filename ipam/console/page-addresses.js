@@ -133,7 +133,7 @@ async function detail(panel, ip, params) {
   const facts = kv([
     ["Pool", el("a", { href: href("addresses", { pool: a.pool }) }, a.pool)],
     ["Network", `/${a.prefix_length}${a.gateway ? ` via ${a.gateway}` : ""}${a.vlan !== null ? ` · VLAN ${a.vlan}` : ""}`],
-    ["Pod", a.pod_name ? `${a.pod_namespace}/${a.pod_name}` : null],
+    [a.state === "allocated" ? "Pod" : "Last pod", a.pod_name ? `${a.pod_namespace}/${a.pod_name}` : null],
     ["Pod UID", a.pod_uid ? el("code", {}, a.pod_uid) : null],
     ["Node", a.node],
     ["Owner", a.owner ? el("a", { href: href("workloads", { search: a.owner.replace(/\/\d+$/, "") }) },

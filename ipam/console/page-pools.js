@@ -53,7 +53,7 @@ function poolRows(pool, trend, subnets, open) {
     children.push(el("tr", { class: "level-1", dataset: { parent: id, nodeSubnet: ns.subnet } },
       el("td", { class: "name" }, el("span", { class: "kind" }, "node subnet"), ns.subnet),
       el("td", { class: "muted" }, ns.nodes === undefined ? "" :
-        `${num(ns.nodes)} node${ns.nodes === 1 ? "" : "s"} route this pool`),
+        `${num(ns.nodes)} node${ns.nodes === 1 ? " routes" : "s route"} this pool`),
       el("td", {}),
       el("td", { class: "num" }, ns.allocated === undefined ? "" :
         el("span", { class: "usage-text" }, el("strong", {}, num(ns.allocated)),

@@ -5,6 +5,8 @@ import { api } from "./api.js";
 import { go, href } from "./session.js";
 import { badge, clear, el, loading, notice, num, pill, table, when } from "./ui.js";
 
+// Address rows shown per workload before "show all".
+const SHOWN = 6;
 const KINDS = [["", "any kind"], ["statefulset", "StatefulSets"], ["deployment", "Deployments"],
   ["controller", "other controllers"], ["pool", "named pools"], ["pod", "bare pods"]];
 
@@ -24,6 +26,18 @@ function card(w) {
       el("td", {}, a.node || "–"),
       el("td", { class: "muted small" }, a.state === "kept" && a.kept_since ? ["kept ", when(a.kept_since)] : ""))),
   { cls: "compact" });
+  const addressBox = el("div", {}, addresses);
+  const rows = [...addresses.querySelectorAll("tbody tr")];
+  if (rows.length > SHOWN + 2) {
+    for (const row of rows.slice(SHOWN)) row.hidden = true;
+    const more = el("button", { type: "button", class: "link-button more-addresses" },
+      `Show all ${num(rows.length)} addresses`);
+    more.addEventListener("click", () => {
+      for (const row of rows) row.hidden = false;
+      more.remove();
+    });
+    addresses.after(more);
+  }
   const outcomes = el("ul", { class: "outcomes" }, w.outcomes.map((o) =>
     el("li", { dataset: { keep: String(o.keep) } },
       pill(o.keep ? "kept" : "freed", o.keep ? "keep" : "free"),
@@ -37,7 +51,7 @@ function card(w) {
         " ", sizeText(w), " ", el("span", { class: "muted" },
           `${num(w.addresses.length)} address${w.addresses.length === 1 ? "" : "es"}`))),
     el("div", { class: "workload-body" },
-      el("div", {}, addresses),
+      addressBox,
       el("div", {}, el("h3", {}, "On delete or scale-down"), outcomes)));
 }
 

@@ -11,6 +11,7 @@ fail instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import time
@@ -21,9 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from ipam.services.runtime import Runtime
 from tests.api.rest_conftest import ADMIN, ADMIN_TOKEN, READ_TOKEN, rest_settings
+from tests.conftest import FIXTURES
 from tests.fakeapi.objects import (
     make_deployment,
     make_node,
@@ -37,7 +40,12 @@ from tests.service_harness import RunningService
 from tests.service_thread import service_in_thread
 
 SHOTS = Path(__file__).parents[2] / "docs" / "console"
-NODES = {"node-0": "10.10.100.10", "node-1": "10.10.100.11", "node-x": "10.20.0.5"}
+NODES = {"node-0": "10.10.100.10", "node-1": "10.10.100.11", "node-2": "10.10.101.10",
+         "node-x": "10.20.0.5"}
+#: A second, small pool next to the seed's, routable from node-2 only, mostly used.
+EDGE_POOL = {"routableSubnet": "10.10.101.0/24", "ips": ["10.12.0.2~10.12.0.30"],
+             "subnet": "10.12.0.0/27", "gateway": "10.12.0.1", "vlan": 1300}
+EDGE_REPLICAS = 22
 POLICY = "k8s.v1.cni.galaxy.io/release-policy"
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 POOL = "tke.cloud.tencent.com/eni-ip-pool"
@@ -122,6 +130,13 @@ class Cluster:
         return doc
 
 
+def seed_pools() -> list[dict[str, Any]]:
+    """The entries of the seed's galaxy ConfigMap, as galaxy keeps them."""
+    doc = yaml.safe_load((FIXTURES / "galaxy/floatingip-config.yaml").read_text())
+    entries: list[dict[str, Any]] = json.loads(doc["data"]["floatingips"])
+    return entries
+
+
 def _fixed_pod(name: str, owner: dict[str, Any], policy: str, **extra: Any) -> dict[str, Any]:
     annotations = {NETWORKS: "galaxy-k8s-vlan", POLICY: policy}
     return make_pod(name, owner=owner, annotations=annotations, **extra)
@@ -140,6 +155,15 @@ def seed(cluster: Cluster) -> None:
         pod = cluster.create_pod(_fixed_pod(f"web-5d8f7c9b6-{suffix}", rs, "never",
                                             labels={"pod-template-hash": "5d8f7c9b6"}))
         cluster.bind(pod, "node-1")
+    api = fake.create("deployments", make_deployment("api", namespace="edge",
+                                                     replicas=EDGE_REPLICAS))
+    api_rs = fake.create("replicasets", make_replicaset("api-6c9f8d7b5", namespace="edge",
+                                                        replicas=EDGE_REPLICAS, owner=api))
+    for i in range(EDGE_REPLICAS):
+        pod = cluster.create_pod(_fixed_pod(f"api-6c9f8d7b5-{i:05x}", api_rs, "immutable",
+                                            namespace="edge",
+                                            labels={"pod-template-hash": "6c9f8d7b5"}))
+        cluster.bind(pod, "node-2")
     plain = cluster.create_pod(make_pod("batch-report", annotations={NETWORKS: "galaxy-k8s-vlan"}))
     cluster.bind(plain, "node-0")
     resp = cluster.http.post("/v1/pool", headers=ADMIN,
@@ -169,12 +193,15 @@ def cluster(db_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactor
                                      annotations={NETWORKS: "galaxy-k8s-vlan"}))
         # The periodic pass would repair what the dry-run test wants to find: only the pass
         # at election runs.
-        settings = rest_settings(url, fake, tmp, reconciler={"interval_seconds": 3600,
-                                                             "grace_seconds": 0})
+        pools = tmp / "floatingips.json"
+        pools.write_text(json.dumps([*seed_pools(), EDGE_POOL]))
+        settings = rest_settings(url, fake, tmp, pools_file=pools,
+                                 reconciler={"interval_seconds": 3600, "grace_seconds": 0})
         with service_in_thread(settings) as svc, \
                 httpx.Client(base_url=svc.url, timeout=30) as http:
             rt = svc.runtime
-            wait_for(lambda: rt.nodes.synced and len(rt.nodes) == 3, what="nodes synced")
+            wait_for(lambda: rt.nodes.synced and len(rt.nodes) == len(NODES),
+                     what="nodes synced")
             cluster = Cluster(svc, fake, http)
             seed(cluster)
             reconciler = rt.extras.get("reconciler")

@@ -10,7 +10,14 @@ import pytest
 
 from ipam.services import refusals
 from tests.api.rest_conftest import ADMIN, ADMIN_TOKEN, READ_TOKEN
-from tests.console.conftest import LEGACY_IP, RESERVED_IP, Cluster, require_chromium
+from tests.console.conftest import (
+    EDGE_POOL,
+    EDGE_REPLICAS,
+    LEGACY_IP,
+    RESERVED_IP,
+    Cluster,
+    require_chromium,
+)
 
 require_chromium()  # skips (or, with CI=true, fails) the module before selenium is imported
 
@@ -24,10 +31,10 @@ from tests.console.browser import (  # noqa: E402
 )
 
 
-def _pool(cluster: Cluster) -> dict[str, Any]:
+def _pool(cluster: Cluster, subnet: str = "10.11.128.0/21") -> dict[str, Any]:
     pools = cluster.http.get("/v1/pools", headers=ADMIN).json()["items"]
-    assert len(pools) == 1
-    pool: dict[str, Any] = pools[0]
+    assert [p["subnet"] for p in pools] == ["10.11.128.0/21", EDGE_POOL["subnet"]]
+    pool: dict[str, Any] = next(p for p in pools if p["subnet"] == subnet)
     return pool
 
 
@@ -71,9 +78,14 @@ def test_pool_tree_shows_usage_ranges_node_subnets_and_trend(browser: Any, clust
     assert "2 nodes route this pool" in subnet.text and "5 allocated on them" in subnet.text
     spark = one(row, "td.trend svg")
     assert spark.get_attribute("aria-label") == "used 0 → 9 (0.4% now)"
-    assert one(browser, "#stat-change .stat-value").text == "+9"
+    assert one(browser, "#stat-change .stat-value").text == f"+{9 + EDGE_REPLICAS}"
     vlan = one(browser, '#vlan-table tr[data-vlan="1200"]')
     assert pool["name"] in vlan.text
+    edge = _pool(cluster, EDGE_POOL["subnet"])
+    edge_row = one(browser, f'#pool-tree tr.level-0[data-pool="{edge["name"]}"]')
+    assert f"{EDGE_REPLICAS} / 29" in edge_row.text and "76% used" in edge_row.text
+    assert "1 node routes this pool" in one(
+        browser, 'tr[data-node-subnet="10.10.101.0/24"]').text
     screenshot(browser, "pools", tmp_path)
     # Collapsing a pool hides its ranges; another window asks the service again.
     one(row, "button.toggle").click()
@@ -115,10 +127,10 @@ def test_address_grid_colours_states_and_shows_holder_and_history(browser: Any,
     assert "reserved/alice" in one(browser, "#detail").text
     assert [r.get_attribute("data-action") for r in all_of(browser, "#history li")] \
         == ["reserve"]
-    # The picture for the README: the first page, db-0 selected.
-    open_page(browser, cluster.url, f"addresses?pool={pool['name']}&ip={db0}")
-    wait(browser, "#history")
-    assert "default/db-0" in one(browser, "#detail").text
+    # The picture for the README: the first page, db-2's kept address and its story.
+    open_page(browser, cluster.url, f"addresses?pool={pool['name']}&ip={kept}")
+    wait(browser, '#history li[data-action="allocate"]')
+    assert "pod default/db-2" in one(browser, "#detail").text
     screenshot(browser, "addresses", tmp_path)
 
 
@@ -209,10 +221,12 @@ def test_held_back_pods_show_the_filter_reasons(browser: Any, cluster: Cluster,
     refusals.RECENT.clear()
     stuck = str(uuid.uuid4())
     refusals.record("shop/checkout-7f9c-abcde", stuck, {
-        "node-0": "pool pool-0 exhausted", "node-1": "pool pool-0 exhausted",
+        "node-0": "pool 10.11.128.0/21 exhausted",
+        "node-1": "pool 10.11.128.0/21 exhausted",
         "node-x": "node 10.20.0.5 is in no routable subnet of any pool"})
     refusals.record("shop/checkout-7f9c-abcde", stuck, {
-        "node-0": "pool pool-0 exhausted", "node-1": "pool pool-0 exhausted",
+        "node-0": "pool 10.11.128.0/21 exhausted",
+        "node-1": "pool 10.11.128.0/21 exhausted",
         "node-x": "node 10.20.0.5 is in no routable subnet of any pool"})
     web = cluster.pods["default/web-5d8f7c9b6-x7k2p"]["metadata"]
     refusals.record("default/web-5d8f7c9b6-x7k2p", web["uid"],
@@ -222,7 +236,7 @@ def test_held_back_pods_show_the_filter_reasons(browser: Any, cluster: Cluster,
     assert held.get_attribute("data-status") == "held back"
     assert "shop/checkout-7f9c-abcde" in held.text
     reasons = [li.text.replace("\n", " ") for li in all_of(browser, ".reasons li", held)]
-    assert reasons == ["2 nodes pool pool-0 exhausted",
+    assert reasons == ["2 nodes pool 10.11.128.0/21 exhausted",
                        "1 node node 10.20.0.5 is in no routable subnet of any pool"]
     assert one(held, "td.num").text == "2"
     since = one(browser, f'tr[data-uid="{web["uid"]}"]')
