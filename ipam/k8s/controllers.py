@@ -8,7 +8,6 @@ its gauges and counters are read at scrape time (``collect``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import quote
 
 from ipam.k8s.client import KubeClient
 from ipam.k8s.cluster import KubeCluster
+from ipam.k8s.events import EventRecorder
 from ipam.k8s.informer import Informer
 from ipam.k8s.nodes import NodeController
 from ipam.k8s.pods import PodController
@@ -26,6 +26,7 @@ from ipam.services.leadership import Leadership
 from ipam.services.pod_lifecycle import PodLifecycle
 from ipam.services.reconciler import Reconciler
 from ipam.services.runtime import Runtime
+from ipam.services.supervisor import PassFailed, Supervisor
 from ipam.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,26 @@ def kube_configured(settings: Settings) -> bool:
 
 
 class Controllers:
-    """The process's long-running tasks, started after the runtime and stopped before it."""
+    """The process's long-running tasks, started after the runtime and stopped before it.
+    Every loop runs under ``self.supervisor``: none ends before ``stop``."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(runtime.settings.watch.backoff_seconds, runtime.readiness)
         self.informers: list[Informer[Any]] = []
-        self._elected_pass: asyncio.Task[None] | None = None
         self.kube: KubeClient | None = None
         self.reconciler: Reconciler | None = None
         self.leadership: Leadership | None = None
+        self.pool_configmap: PoolConfigMapController | None = None
+        self.events: EventRecorder | None = None
+        #: Set on election: the reconciler repairs what happened while nobody led.
+        self._elected = asyncio.Event()
 
     async def start(self) -> None:
         rt, settings = self.runtime, self.runtime.settings
-        self.tasks.append(asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"))
+        rt.extras["controllers"] = self
+        self.supervisor.every("catalog-refresh", settings.catalog_refresh_seconds,
+                              self._refresh_catalog)
         if not kube_configured(settings):
             log.warning("no Kubernetes configuration: extender bind and watchers are off")
             return
@@ -58,18 +65,19 @@ class Controllers:
         cluster = KubeCluster(self.kube)
         rt.placement.binder = cluster
         rt.placement.cluster = cluster
+        workloads = KubeWorkloads(self.kube)
+        lifecycle = PodLifecycle(rt.allocator, workloads)
+        rt.placement.workloads, rt.placement.lifecycle = workloads, lifecycle
         rt.extras["kube"] = self.kube
         if not settings.controllers_enabled:
             return
-        workloads = KubeWorkloads(self.kube)
-        lifecycle = PodLifecycle(rt.allocator, workloads)
+        self.events = EventRecorder(self.kube)
         reconciler = Reconciler(rt.db, rt.allocator, lifecycle, workloads, workloads,
                                 rt.catalog, settings.reconciler)
         leadership: Leadership | None = None
         if settings.leader.enabled:
             leadership = Leadership(rt.db, retry_seconds=settings.leader.renew_seconds,
                                     on_elected=self._on_elected)
-            self.tasks.append(asyncio.create_task(leadership.run(), name="leadership"))
         pods = PodController(rt.promises, rt.placement.recent, lifecycle, leadership)
         rt.extras.update(reconciler=reconciler, leadership=leadership, pod_controller=pods)
         self.reconciler, self.leadership = reconciler, leadership
@@ -81,44 +89,48 @@ class Controllers:
                              pods.on_event, rt.readiness, backoff, timeout))
         cm = settings.pools_configmap
         if cm.enabled:
-            pool_cm = PoolConfigMapController(rt, cm, leadership)
-            rt.extras["pool_configmap"] = pool_cm
+            pool_cm = PoolConfigMapController(rt, cm, leadership, self.events)
+            rt.extras["pool_configmap"] = self.pool_configmap = pool_cm
             # A field selector on the name: RBAC grants this one ConfigMap and no other.
             self._start(Informer(
                 "pool-configmap", self.kube,
                 f"/api/v1/namespaces/{quote(cm.namespace, safe='')}/configmaps", pool_cm.reduce,
                 pool_cm.on_sync, pool_cm.on_event, rt.readiness, backoff, timeout,
                 params={"fieldSelector": f"metadata.name={cm.name}"}))
-        self.tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconciler"))
+            # Retried every catalog refresh period too (a pass with nothing new is free).
+            self.supervisor.every("pool-configmap", settings.catalog_refresh_seconds,
+                                  pool_cm.sync, first=0, wake=pool_cm.changed)
+        if leadership is not None:
+            self.supervisor.every("leadership", leadership.retry_seconds, leadership.step,
+                                  first=0)
+        self.supervisor.every("reconciler", settings.reconciler.interval_seconds,
+                              self._reconcile, wake=self._elected)
 
     async def _on_elected(self) -> None:
-        """A new leader first repairs what happened while nobody led (pods deleted meanwhile),
-        in a task of its own, so that leadership keeps renewing while the pass runs."""
-        if self.reconciler is None:
-            return
-        if self._elected_pass is None or self._elected_pass.done():
-            self._elected_pass = asyncio.create_task(self._elected(), name="reconciler-elected")
-            self.tasks.append(self._elected_pass)
+        """A new leader repairs what happened while nobody led (pods deleted meanwhile) and
+        applies the pool ConfigMap it saw while following; both in their own tasks, so that
+        leadership keeps renewing while they run."""
+        self._elected.set()
+        if self.pool_configmap is not None:
+            await self.pool_configmap.on_elected()
 
-    async def _elected(self) -> None:
-        """The election-time pass, once every informer has listed: at start-up it would
-        otherwise compete with the lists that readiness waits for (it reads every allocated
-        row, 100,000 in the restart benchmark)."""
+    async def _reconcile(self) -> None:
+        """One supervised reconciler pass on the leader, once every informer has listed: at
+        start-up it would otherwise compete with the lists that readiness waits for (it
+        reads every allocated row, 100,000 in the restart benchmark)."""
         assert self.reconciler is not None
         await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
-        if self.leadership is None or await self.leadership.confirm():
-            await self.reconciler.run_pass(apply=True)
+        if self.leadership is not None and not await self.leadership.confirm():
+            return
+        report = await self.reconciler.run_pass(apply=True)
+        if report.error is not None:
+            raise PassFailed(f"reconciler pass: {report.error}")
 
-    async def _reconcile_loop(self) -> None:
-        assert self.reconciler is not None
-        interval = self.runtime.settings.reconciler.interval_seconds
-        while True:
-            await asyncio.sleep(interval)
-            if self.leadership is None or await self.leadership.confirm():
-                await self.reconciler.run_pass(apply=True)
+    async def _refresh_catalog(self) -> None:
+        await self.runtime.catalog.refresh(self.runtime.db)
 
     def collect(self) -> list[Metric]:
-        """Scrape-time gauges: pool usage, watches, reconciler, leadership, DB pool."""
+        """Scrape-time gauges: pool usage, watches, tasks, reconciler, leadership, DB pool."""
         rt = self.runtime
         usage = rt.extras.get("usage") or []
         pools = gauge("ipam_pool_addresses", "Addresses per pool, VLAN and state.",
@@ -133,7 +145,10 @@ class Controllers:
                        f"watch:{i.name}", (False, ""))[0])) for i in watches))
         restarts = counter("ipam_watch_restarts", "Watch restarts (410 re-lists and errors).",
                            ["resource"], (([i.name], float(i.stats.restarts)) for i in watches))
-        out = [pools, up, restarts,
+        handler_errors = counter(
+            "ipam_watch_handler_errors", "Watch events whose handler raised (logged, skipped).",
+            ["resource"], (([i.name], float(i.stats.handler_errors)) for i in watches))
+        out = [pools, up, restarts, handler_errors, *self.supervisor.collect(),
                gauge("ipam_filter_promises", "Pods promised an address at filter, not bound.",
                      [], [([], float(len(rt.promises)))]),
                gauge("ipam_db_connections_in_use", "Database connections checked out.", [],
@@ -146,30 +161,26 @@ class Controllers:
         if self.leadership is not None:
             out.append(gauge("ipam_leader", "1 on the replica running the controllers.", [],
                              [([], float(self.leadership.is_leader))]))
+        if self.pool_configmap is not None:
+            out.append(counter(
+                "ipam_pool_configmap_refusals",
+                "Pool ConfigMap versions refused (the previous pools stayed), by error code.",
+                ["code"], (([k], float(v)) for k, v in self.pool_configmap.refusals.items())))
+        if self.events is not None:
+            out.append(counter("ipam_kube_events_failed",
+                               "Kubernetes Events that could not be recorded.", [],
+                               [([], float(self.events.failed))]))
         return out
 
     def _start(self, informer: Informer[Any]) -> None:
         self.runtime.readiness.set(f"watch:{informer.name}", False, "not synced yet")
         self.informers.append(informer)
-        self.tasks.append(asyncio.create_task(informer.run(), name=f"informer-{informer.name}"))
-
-    async def _refresh_catalog(self) -> None:
-        rt = self.runtime
-        while True:
-            await asyncio.sleep(rt.settings.catalog_refresh_seconds)
-            try:
-                await rt.catalog.refresh(rt.db)
-            except Exception as exc:
-                log.warning("pool usage refresh failed: %s", exc)
+        self.supervisor.keep(f"informer-{informer.name}", informer.run)
 
     async def stop(self) -> None:
         for informer in self.informers:
             informer.stop()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.supervisor.stop()
         if self.leadership is not None:
             await self.leadership.resign()
         if self.kube is not None:

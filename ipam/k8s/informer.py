@@ -1,10 +1,11 @@
 """List, then watch from the list's resourceVersion; re-list on 410 Gone; back off on errors.
 
 One ``Informer`` per resource. ``run_once`` is a single testable pass (list + one watch
-stream); ``run`` is the thin forever-loop around it. The blocking watch stream is read in a
-thread and handed to the event loop through a queue; events are raw dicts (orjson), not the
-client's slow models. While the watch is down the informer reports not-ready, so ``/readyz``
-fails instead of the service silently serving from a stale cache.
+stream); ``run`` is the thin forever-loop around it. An event whose handler raises is logged
+and skipped, never replayed. The blocking watch stream is read in a thread and handed to the
+event loop through a queue; events are raw dicts (orjson), not the client's slow models. While
+the watch is down the informer reports not-ready, so ``/readyz`` fails instead of the service
+silently serving from a stale cache.
 
 The initial list is paged (``limit`` + ``continue``, like client-go's reflector) and every page
 is reduced to what the controller keeps before the next one is fetched: 5,000 realistic nodes
@@ -103,6 +104,8 @@ class InformerStats:
     watches: int = 0
     restarts: int = 0
     events: int = 0
+    #: Events whose handler raised: logged with the traceback and skipped.
+    handler_errors: int = 0
     last_error: str = ""
     paging: ListStats = field(default_factory=ListStats)
 
@@ -204,12 +207,28 @@ class Informer(Generic[T]):
                 new_rv = str(obj.get("metadata", {}).get("resourceVersion", "") or rv)
                 if etype != "BOOKMARK":
                     self.stats.events += 1
-                    await self.on_event(str(etype), obj)
+                    await self._handle(str(etype), obj)
                 rv = new_rv
                 self.resource_version = rv
         finally:
             stopped.set()
             _abort(holder.get("resp"))
+
+    async def _handle(self, etype: str, obj: dict[str, Any]) -> None:
+        """Hand one event to the controller. A handler that raises is a bug or a bad object
+        (a pool ConfigMap with a 5,000-digit number once): logged, counted, and the watch
+        moves past it. Re-raising would resume the watch before this event and replay it
+        forever, with every later event of the resource stuck behind it."""
+        try:
+            await self.on_event(etype, obj)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.handler_errors += 1
+            meta = obj.get("metadata") or {}
+            log.exception("watch %s: handling %s of %s/%s (resourceVersion %s) failed; "
+                          "skipped", self.name, etype, meta.get("namespace", ""),
+                          meta.get("name", ""), meta.get("resourceVersion", ""))
 
     async def run_once(self) -> None:
         """One pass: list, mark ready, watch until the stream ends (timeout) or fails."""

@@ -144,3 +144,39 @@ async def test_continue_tokens_that_keep_expiring_end_in_one_unpaged_list(
     lists = node_lists(fake_apiserver)
     assert [(q.get("limit"), status) for q, status in lists] == (
         [(str(PAGE), 200), (str(PAGE), 410)] * 3 + [(None, 200)])
+
+
+async def test_an_event_whose_handler_raises_is_logged_and_skipped_not_replayed(
+    fake_apiserver: FakeApiServer, kube: KubeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Re-raising would resume the watch before the event and replay it forever, with every
+    later event stuck behind it and the resource's readiness down."""
+    directory = NodeDirectory()
+    nodes = NodeController(directory)
+    seen: list[str] = []
+
+    async def on_event(etype: str, obj: dict[str, Any]) -> None:
+        seen.append(obj["metadata"]["name"])
+        if obj["metadata"]["name"] == "n-bad":
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        await nodes.on_event(etype, obj)
+
+    readiness = Readiness()
+    informer = Informer("nodes", kube, "/api/v1/nodes", nodes.reduce, nodes.on_sync, on_event,
+                        readiness, page_size=PAGE, backoff=(0.05,))
+    task = asyncio.create_task(informer.run())
+    try:
+        await wait_until(lambda: directory.synced)
+        fake_apiserver.create("nodes", make_node("n-bad", internal_ip="10.9.9.1"))
+        fake_apiserver.create("nodes", make_node("n-next", internal_ip="10.9.9.2"))
+        await wait_until(lambda: directory.known("n-next"))
+    finally:
+        informer.stop()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert seen == ["n-bad", "n-next"]
+    assert informer.stats.handler_errors == 1 and informer.stats.restarts == 0
+    assert readiness.conditions["watch:nodes"][0]
+    (record,) = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert "n-bad" in record.getMessage() and record.exc_info is not None
