@@ -67,8 +67,8 @@ def require_chromium() -> tuple[str, str]:
         message = ("chromium and chromium-driver are not installed "
                    "(apt-get install chromium chromium-driver)")
         if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
     return found
 
 

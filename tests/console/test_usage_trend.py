@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from ipam.api.usage import instants, rebuild
@@ -12,9 +13,12 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 IP = ipaddress.ip_address("10.0.0.5")
 
 
+def snap(state: str | None) -> dict[str, str] | None:
+    return {"state": state} if state is not None else None
+
+
 def row(i: int, minutes_ago: float, before: str | None, after: str | None, pool: str = "a"
         ) -> AuditRecord:
-    snap = (lambda s: {"state": s} if s is not None else None)
     return AuditRecord(i, NOW - timedelta(minutes=minutes_ago), AuditEntry(
         actor="t", action="x", address=IP, pool=pool, before=snap(before), after=snap(after)))
 
@@ -22,7 +26,7 @@ def row(i: int, minutes_ago: float, before: str | None, after: str | None, pool:
 def test_instants_are_evenly_spaced_and_end_now() -> None:
     at = instants(NOW, timedelta(hours=1), 5)
     assert at[0] == NOW - timedelta(hours=1) and at[-1] == NOW
-    assert {b - a for a, b in zip(at, at[1:], strict=False)} == {timedelta(minutes=15)}
+    assert {b - a for a, b in itertools.pairwise(at)} == {timedelta(minutes=15)}
 
 
 def test_changes_are_undone_newest_first_to_give_the_counts_at_each_instant() -> None:
