@@ -18,6 +18,7 @@ from ipam.k8s.cluster import KubeCluster
 from ipam.k8s.events import EventRecorder
 from ipam.k8s.informer import Informer
 from ipam.k8s.nodes import NodeController
+from ipam.k8s.pod_events import PodEvents
 from ipam.k8s.pods import PodController
 from ipam.k8s.pool_configmap import PoolConfigMapController
 from ipam.k8s.workloads import KubeWorkloads
@@ -72,6 +73,8 @@ class Controllers:
         if not settings.controllers_enabled:
             return
         self.events = EventRecorder(self.kube)
+        notices = PodEvents(self.events)
+        rt.placement.notices = notices
         reconciler = Reconciler(rt.db, rt.allocator, lifecycle, workloads, workloads,
                                 rt.catalog, settings.reconciler)
         leadership: Leadership | None = None
@@ -79,6 +82,7 @@ class Controllers:
             leadership = Leadership(rt.db, retry_seconds=settings.leader.renew_seconds,
                                     on_elected=self._on_elected)
         pods = PodController(rt.promises, rt.placement.recent, lifecycle, leadership)
+        pods.notices = notices
         rt.extras.update(reconciler=reconciler, leadership=leadership, pod_controller=pods)
         self.reconciler, self.leadership = reconciler, leadership
         nodes = NodeController(rt.nodes)
@@ -153,6 +157,9 @@ class Controllers:
                      [], [([], float(len(rt.promises)))]),
                gauge("ipam_db_connections_in_use", "Database connections checked out.", [],
                      [([], float(rt.db.connections_in_use()))])]
+        out.append(counter(
+            "ipam_filter_refusals", "Filter calls that passed no node, by the first reason's kind.",
+            ["kind"], (([k], float(v)) for k, v in sorted(rt.placement.refused.items()))))
         if self.reconciler is not None:
             out.append(counter("ipam_reconciler_runs", "Reconciler passes.", [],
                                [([], float(self.reconciler.runs))]))

@@ -41,6 +41,12 @@ class EventRecorder:
     async def warning(self, obj: Mapping[str, Any], *, kind: str, api_version: str,
                       reason: str, message: str) -> bool:
         """A Warning Event about ``obj``; whether the API server took it."""
+        return await self.event(obj, kind=kind, api_version=api_version, reason=reason,
+                                message=message, warning=True)
+
+    async def event(self, obj: Mapping[str, Any], *, kind: str, api_version: str,
+                    reason: str, message: str, warning: bool) -> bool:
+        """A Warning or Normal Event about ``obj``; whether the API server took it."""
         meta = obj.get("metadata") or {}
         name, namespace = str(meta.get("name", "")), str(meta.get("namespace") or "default")
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -52,7 +58,8 @@ class EventRecorder:
             "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name,
                                "namespace": namespace, "uid": meta.get("uid"),
                                "resourceVersion": meta.get("resourceVersion")},
-            "type": "Warning", "reason": reason, "message": message, "count": 1,
+            "type": "Warning" if warning else "Normal", "reason": reason, "message": message,
+            "count": 1,
             "firstTimestamp": now, "lastTimestamp": now,
             "source": {"component": self.component, "host": self.host},
         }

@@ -11,6 +11,7 @@ from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.errors import IpamError
 from ipam.services.allocation import Actor
 from ipam.services.leadership import Leadership
+from ipam.services.placement import PodNotices
 from ipam.services.placement_state import Promises, RecentPods
 from ipam.services.pod_lifecycle import PodLifecycle
 
@@ -27,6 +28,7 @@ class PodController:
         self.leadership = leadership
         self.pods: dict[str, PodFacts] = {}
         self.released = 0
+        self.notices: PodNotices | None = None
 
     def lookup(self, namespace: str, name: str) -> PodFacts | None:
         return self.pods.get(f"{namespace}/{name}")
@@ -82,5 +84,10 @@ class PodController:
             return
         if decision is not None:
             self.released += 1
+            addresses = ", ".join(str(r.address) for r in rows)
             log.info("pod %s %s: %s %s", pod.key, why, "kept" if decision.keep else "freed",
-                     ", ".join(str(r.address) for r in rows))
+                     addresses)
+            if self.notices is not None:
+                self.notices.notice(
+                    pod, reason="AddressKept" if decision.keep else "AddressReleased",
+                    message=f"{addresses}: {decision.reason}", warning=False)

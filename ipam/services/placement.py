@@ -7,6 +7,7 @@ The Kubernetes side is reached through two small ports (``Binder``, ``ClusterRea
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -19,6 +20,7 @@ from ipam.errors import InvalidInput, IpamError, NotFound, Unavailable
 from ipam.services.allocation import Actor, Allocator, covers
 from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
 from ipam.services.pod_lifecycle import PodLifecycle, WorkloadReader
+from ipam.services.refusals import RECENT, RefusalLog
 from ipam.storage.database import Database
 from ipam.storage.records import AddressRecord, PoolRecord
 
@@ -49,6 +51,27 @@ class Binder(Protocol):
         """Create the pod's Binding; ``BindingRejected`` or ``Unavailable`` on failure."""
 
 
+class PodNotices(Protocol):
+    def notice(self, pod: PodFacts, *, reason: str, message: str, warning: bool) -> None:
+        """Tell the pod's story (a Kubernetes Event); must not block or raise."""
+
+
+#: Refusal kinds for ``ipam_filter_refusals_total``, by the words our reasons use.
+_REFUSAL_KINDS = (
+    ("waiting for terminating pod", "waiting_for_terminating_pod"),
+    ("request_ip_range", "request_ip_range"),
+    ("exhausted", "pool_exhausted"),
+    ("is not routable from node", "kept_address_elsewhere"),
+    ("in no routable subnet", "node_unroutable"),
+    ("not known to ipam", "node_unknown"),
+    ("no InternalIP", "node_unknown"),
+)
+
+
+def refusal_kind(reason: str) -> str:
+    return next((kind for words, kind in _REFUSAL_KINDS if words in reason), "pod_invalid")
+
+
 class ClusterReader(Protocol):
     async def get_pod(self, namespace: str, name: str) -> PodFacts | None: ...
 
@@ -73,6 +96,10 @@ class FilterOutcome:
     unresolvable: dict[str, str] | None = None
 
 
+def _listed(records: Sequence[AddressRecord]) -> str:
+    return ", ".join(f"{r.address} (pool {r.pool})" for r in records) or "no address"
+
+
 def _routes(pool: PoolRecord, rec: AddressRecord) -> bool:
     return pool.id == rec.pool_id
 
@@ -84,7 +111,8 @@ class Placement:
                  nodes: NodeDirectory, promises: Promises, recent: RecentPods,
                  binder: Binder | None = None, cluster: ClusterReader | None = None,
                  workloads: WorkloadReader | None = None,
-                 lifecycle: PodLifecycle | None = None) -> None:
+                 lifecycle: PodLifecycle | None = None,
+                 refusals: RefusalLog = RECENT) -> None:
         self.db = db
         self.allocator = allocator
         self.catalog = catalog
@@ -97,6 +125,10 @@ class Placement:
         #: predecessor the pod watcher has not caught up with); without, no gate.
         self.workloads = workloads
         self.lifecycle = lifecycle
+        #: Pods held back (the console's list), refusals by kind (a metric), pod Events.
+        self.refusals = refusals
+        self.refused: Counter[str] = Counter()
+        self.notices: PodNotices | None = None
 
     # -- filter ---------------------------------------------------------------------------
     async def _rows(self, pod: PodFacts) -> list[AddressRecord]:
@@ -172,6 +204,21 @@ class Placement:
         return await self._filter(pod, names, self.nodes.addresses())
 
     async def _filter(self, pod: PodFacts, names: Sequence[str],
+                      ips: Mapping[str, object]) -> FilterOutcome:
+        outcome = await self._decide(pod, names, ips)
+        if not outcome.passed and names:
+            reasons = outcome.failed or outcome.unresolvable or {}
+            self.refusals.record(pod.key, pod.uid, reasons)
+            first = next(iter(reasons.values()), "")
+            self.refused[refusal_kind(first)] += 1
+            if self.notices is not None and pod.managed:
+                distinct = sorted(set(reasons.values()))
+                more = f" (and {len(distinct) - 1} other reasons)" if len(distinct) > 1 else ""
+                self.notices.notice(pod, reason="IPAMHeldBack", warning=True,
+                                    message=f"no node passes ipam's filter: {distinct[0]}{more}")
+        return outcome
+
+    async def _decide(self, pod: PodFacts, names: Sequence[str],
                       ips: Mapping[str, object]) -> FilterOutcome:
         self.recent.remember(pod)
         try:
@@ -368,6 +415,8 @@ class Placement:
             if await self._already_bound_here(pod, node, annotation):
                 return records
             await self._undo(pod, was_kept, actor, f"binding refused: {exc.message}")
+            self._notice(pod, "IPAMBindFailed", f"released {_listed(records)}: {exc.message}",
+                         warning=True)
             raise
         except Unavailable as exc:
             # Ambiguous: the API server may still apply a Binding whose reply we lost (a
@@ -382,7 +431,15 @@ class Placement:
                 await self._undo(pod, was_kept, actor, f"binding failed: {exc.message}")
             raise
         self.recent.forget(uid)
+        self.refusals.forget(uid)
+        reused = " (kept for its owner)" if was_kept else ""
+        self._notice(pod, "AddressAssigned", f"{_listed(records)} on node {node}{reused}",
+                     warning=False)
         return records
+
+    def _notice(self, pod: PodFacts, reason: str, message: str, *, warning: bool) -> None:
+        if self.notices is not None:
+            self.notices.notice(pod, reason=reason, message=message, warning=warning)
 
     async def _read_back(self, pod: PodFacts) -> tuple[PodFacts | None, bool]:
         """(the pod now or None if absent, whether the API server actually answered)."""

@@ -47,6 +47,16 @@ async def svc(service_factory: ServiceFactory, two_pools: Path
         yield running
 
 
+def events_on(fake: FakeApiServer, pod: str) -> dict[str, dict[str, Any]]:
+    """reason -> the Event ipam recorded on this pod (the latest of each reason)."""
+    return {e["reason"]: e for e in fake.list("events", namespace="default")
+            if e["involvedObject"]["name"] == pod and e["source"]["component"] == "ipam"}
+
+
+def reasons_on(fake: FakeApiServer, pod: str) -> set[str]:
+    return set(events_on(fake, pod))
+
+
 def released(svc: RunningService, n: int) -> Any:
     return lambda: svc.runtime.extras["pod_controller"].released >= n
 
@@ -133,6 +143,14 @@ async def test_replacement_waits_for_the_terminating_pod_and_gets_its_address(
     await wait_until(released(svc, 1))
     assert await schedule(svc, c, "node-1") == first
     assert len(await rows(svc)) == 2
+    # kubectl describe tells the story: held back, then the address, on the new pod; kept
+    # on the old one.
+    await wait_until(lambda: {"IPAMHeldBack", "AddressAssigned"} <= reasons_on(
+        fake_apiserver, "web-5d8f7c9b6-ccccc"))
+    held_back = events_on(fake_apiserver, "web-5d8f7c9b6-ccccc")["IPAMHeldBack"]
+    assert held_back["type"] == "Warning" and "waiting for terminating pod" in held_back["message"]
+    assert first in events_on(fake_apiserver, "web-5d8f7c9b6-ccccc")["AddressAssigned"]["message"]
+    await wait_until(lambda: "AddressKept" in reasons_on(fake_apiserver, "web-5d8f7c9b6-aaaaa"))
 
 
 async def test_forced_delete_replacement_gets_the_address_even_before_the_watcher(
