@@ -22,4 +22,6 @@ async def metrics(request: Request) -> Response:
         runtime.extras["usage"] = await pool_usage(runtime.db)
     except IpamError as exc:  # database down: serve the last snapshot, the rest still counts
         log.warning("pool usage for /metrics unavailable: %s", exc.message)
+    except Exception:  # e.g. the schema is not migrated yet: the task metrics matter most then
+        log.exception("pool usage for /metrics failed")
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 LEADER_LOCK = 0x1BA5_0100
+log = logging.getLogger(__name__)
 
 
 class SessionLock:
@@ -63,7 +65,9 @@ class SessionLock:
                 "AND pid = pg_backend_pid() AND objid = :k AND granted)"),
                 {"k": self.key & 0xFFFFFFFF}), timeout=5))
             await self._conn.commit()
-        except Exception:
+        except Exception as exc:  # the connection is gone or stuck: so is the lock
+            log.warning("leader lock check failed, lock given up: %s: %s",
+                        type(exc).__name__, exc)
             ok = False
         if not ok:
             await self._drop()
