@@ -161,6 +161,7 @@ class ChangeFeed:
         self._outbox: dict[tuple[int, bool], tuple[int, int]] = {}
         self._wake = asyncio.Event()
         self._nonce = 0
+        self._sending = False
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._last_warning = 0.0
@@ -174,8 +175,15 @@ class ChangeFeed:
         self._task = asyncio.create_task(self.run(), name="change-feed")
 
     async def stop(self) -> None:
+        """Announce what is still queued (briefly), then close."""
         if self._task is None:
             return
+        if self._outbox and self.up:
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self.wait_for(
+                        lambda: not (self._outbox or self._sending) or not self.up)
         event.remove(self.db.engine.sync_engine, "checkout", self._mark_publisher)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +224,7 @@ class ChangeFeed:
         failures = 0
         while True:
             conn: Any = None
+            delay = 0.0
             try:
                 conn = await self.connector()
                 lost = asyncio.Event()
@@ -239,12 +248,12 @@ class ChangeFeed:
                 log.warning("change feed: %s: %s; other replicas' changes reach this one "
                             "only by the periodic recount until it is back (retry in %.1f s)",
                             type(exc).__name__, str(exc)[:200], delay)
-                await asyncio.sleep(delay)
             finally:
                 self.up = False
                 if conn is not None:
                     conn.terminate()
                 self.signal()
+            await asyncio.sleep(delay)
 
     async def _serve(self, conn: Any, lost: asyncio.Event) -> None:
         while True:
@@ -285,15 +294,25 @@ class ChangeFeed:
         payloads = encode(self.origin, self._nonce,
                           (Delta(pool, change, since)
                            for (pool, _), (change, since) in batch.items()))
+        self._sending = True
+        sent = 0
         try:
             for payload in payloads:
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+                sent += 1
         except BaseException:
-            for key, (change, since) in batch.items():  # keep them for the next connection
-                count, oldest = self._outbox.get(key, (0, since))
-                self._outbox[key] = (count + change, min(oldest, since))
+            # Keep the rest for the next connection. The payload that failed may have been
+            # delivered all the same: of it, only takes are sent again (twice counts high;
+            # a free counted twice would count low).
+            for i, payload in enumerate(payloads[sent:]):
+                for delta in decode(payload).deltas:
+                    if i or delta.change > 0:
+                        self.publish(delta)
             raise
+        finally:
+            self._sending = False
         self.stats["published"] += len(batch)
+        self.signal()
 
     # -- receiving ------------------------------------------------------------------------
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

@@ -217,3 +217,45 @@ def test_encode_chunks_and_decode_reads_back() -> None:
     for bad in ("", "x|y", "q|o|1|1:1:1", "a|o|1|", "a|o|1|1:1", "a|o|1|a:b:c"):
         with pytest.raises(ValueError):
             decode(bad)
+
+
+async def test_a_failed_announcement_is_kept_without_counting_a_free_twice(db: Database) -> None:
+    """The connection breaks on the second of two payloads: the second's changes are kept
+    for the next connection, but of the payload that failed only its takes (it may have been
+    delivered anyway: a take twice counts high, a free twice would count low)."""
+    never = asyncio.Event()
+
+    async def unreachable() -> Any:
+        await never.wait()
+
+    async def recount() -> None:
+        pass
+
+    feed = ChangeFeed(db, on_deltas=lambda _d: None, on_pools=lambda: None,
+                      on_connected=recount, connect=unreachable)
+    feed.start()
+    try:
+        taken = [Delta(n, 1, 10 + n) for n in range(1, 400)]
+        freed = [Delta(n, -1, 10 + n) for n in range(400, 800)]
+        for delta in taken + freed:
+            feed.publish(delta)
+
+        class BreaksOnSecond:
+            payloads: list[str] = []
+
+            async def execute(self, _sql: str, _channel: str, payload: str) -> None:
+                if self.payloads:
+                    raise ConnectionResetError("gone")
+                self.payloads.append(payload)
+
+        conn = BreaksOnSecond()
+        with pytest.raises(ConnectionResetError):
+            await feed._flush(conn)
+        sent = {d for p in conn.payloads for d in decode(p).deltas}
+        assert sent and sent < set(taken + freed)
+        kept = {Delta(pool, change, since) for (pool, _), (change, since) in feed._outbox.items()}
+        second = set(decode(encode(feed.origin, 1, taken + freed)[1]).deltas)
+        assert kept == (set(taken + freed) - sent - second) | {
+            d for d in second if d.change > 0}
+    finally:
+        await feed.stop()
