@@ -40,6 +40,8 @@ from ipam.api.operators import IP_SCHEMA
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import InvalidInput, IpamError
 from ipam.services.address_admin import AddressAdmin, PodLookup
+from ipam.services.galaxy_listing import galaxy_page
+from ipam.storage.address_query import GalaxyFilter
 from ipam.storage.records import AddressRecord
 
 POLICIES = {"pod-delete": 0, "immutable": 1, "never": 2}
@@ -212,27 +214,11 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return min(number, high)
 
 
-def _matches(fip: FloatingIP, keyword: str | None, filters: dict[str, str | None]) -> bool:
-    if keyword:
-        return any(keyword in (v or "") for v in (fip.namespace, fip.appName, fip.podName,
-                                                  fip.poolName))
-    return all(getattr(fip, k) == v for k, v in filters.items() if v)
-
-
-def _sort_key(sort: str | None) -> tuple[Callable[[_Item], Any], bool]:
-    by_ip: Callable[[_Item], Any] = lambda i: (i.row.address.version, int(i.row.address))  # noqa: E731
-    keys: dict[str, tuple[Callable[[_Item], Any], bool]] = {
-        "namespace asc": (lambda i: i.fip.namespace or "", False),
-        "namespace desc": (lambda i: i.fip.namespace or "", True),
-        "podname": (lambda i: i.fip.podName or "", False),
-        "podname asc": (lambda i: i.fip.podName or "", False),
-        "podname desc": (lambda i: i.fip.podName or "", True),
-        "policy": (lambda i: i.fip.policy, False),
-        "policy asc": (lambda i: i.fip.policy, False),
-        "policy desc": (lambda i: i.fip.policy, True),
-        "ip desc": (by_ip, True),
-    }
-    return keys.get((sort or "").lower(), (by_ip, False))
+#: galaxy's ``sort`` values (lower-cased) -> our orders; anything else sorts by address.
+SORTS = {"namespace asc": "namespace", "namespace desc": "namespace desc",
+         "podname": "podname", "podname asc": "podname", "podname desc": "podname desc",
+         "policy": "policy", "policy asc": "policy", "policy desc": "policy desc",
+         "ip desc": "ip desc"}
 
 
 @router.get("/ip", response_model=ListIPResp, response_model_exclude_none=True,
@@ -250,25 +236,23 @@ async def list_ips(
                     ] = None,
 ) -> ListIPResp:
     """Taken addresses matching the filters (or the keyword), paged as galaxy pages."""
-    app_type = _app_type(appType, isDeployment)
-    if keyword:
-        app_type = None  # galaxy: a keyword searches alone
-    filters = {"poolName": poolName, "appName": appName, "podName": podName,
-               "namespace": namespace, "appType": app_type}
-    admin = AddressAdmin(request.app.state.runtime)
-    items = [_Item(row, fip) for row in await admin.taken()
-             if _matches(fip := floating_ip(row), keyword, filters)]
-    key, reverse = _sort_key(sort)
-    items.sort(key=key, reverse=reverse)
+    # galaxy: a keyword searches alone (the storage query ignores the other filters then).
+    flt = GalaxyFilter(keyword=keyword, namespace=namespace, app_name=appName,
+                       pod_name=podName, pool_name=poolName,
+                       app_type=_app_type(appType, isDeployment))
     number = _int(page, 0, 0, MAX_PAGE)
     per_page = _int(size, DEFAULT_SIZE, 1, MAX_SIZE)
-    start = min(number * per_page, len(items))
-    chunk = items[start:start + per_page]
+    runtime = request.app.state.runtime
+    found = await galaxy_page(runtime, flt, SORTS.get((sort or "").lower(), "ip"),
+                              number * per_page, per_page)
+    start, total = min(number * per_page, found.total), found.total
+    chunk = [_Item(row, floating_ip(row)) for row in found.rows]
+    pods = PodLookup(runtime)
     for item in chunk:
-        _status(item, admin.pods)
+        _status(item, pods)
     return ListIPResp(
-        content=[i.fip for i in chunk], last=start + len(chunk) >= len(items),
-        totalElements=len(items), totalPages=math.ceil(len(items) / per_page),
+        content=[i.fip for i in chunk], last=start + len(chunk) >= total,
+        totalElements=total, totalPages=math.ceil(total / per_page),
         first=start == 0, numberOfElements=len(chunk), size=per_page,
         number=start // per_page)
 

@@ -7,8 +7,10 @@ once, free or not, whatever is allocated or released while a client pages throug
 that can only hold taken addresses (a state other than free, or a node/namespace/owner
 filter) are plain keyset scans of the rows. Either way the cursor is the last address.
 
-Also the SQL of galaxy's named pools (``named_pools``: the size and pre-allocation flag
-galaxy's ``/v1/pool`` API records; the addresses themselves are ``pool/<name>`` rows).
+Also galaxy's ``GET /v1/ip`` listing (``galaxy_page``: its fields derived from owner keys,
+filtered, sorted and paged in SQL), and the SQL of galaxy's named pools (``named_pools``: the
+size and pre-allocation flag galaxy's ``/v1/pool`` API records; the addresses themselves are
+``pool/<name>`` rows).
 """
 
 from __future__ import annotations
@@ -52,6 +54,28 @@ class FreeSlot:
 
     pool: PoolRecord
     address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class GalaxyFilter:
+    """galaxy's ``GET /v1/ip`` filters, on the fields ``api.galaxy.floating_ip`` derives from a
+    row. A keyword alone: it must be part of the namespace, app, pod or pool name. Otherwise
+    every field given must equal; ``None`` (or empty) matches all."""
+
+    keyword: str | None = None
+    namespace: str | None = None
+    app_name: str | None = None
+    pod_name: str | None = None
+    pool_name: str | None = None
+    app_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GalaxyPage:
+    #: Rows matching the filter, all pages together.
+    total: int
+    #: The page: rows from ``min(offset, total)`` in the order asked for.
+    rows: list[AddressRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,77 @@ def _window(spans: Sequence[_Span], after: IPAddress | None, count: int
         if len(out) >= count:
             break
     return out
+
+
+#: galaxy's fields of a taken row, as ``api.galaxy.floating_ip`` builds them from the owner
+#: key (``deploy/ns/app``, ``sts/ns/app/N``, ``ctrl/ns/Kind/app``, ``pool/name``, ``pod/ns/name``);
+#: an empty value is no value. Kept equal to it by tests/api/test_galaxy_listing.py.
+_GALAXY_FIELDS = """
+    WITH base AS (
+        SELECT {columns}, a.owner_key AS g_key, split_part(a.owner_key, '/', 1) AS g_kind,
+               length(a.owner_key) - length(replace(a.owner_key, '/', '')) + 1 AS g_parts,
+               CASE WHEN a.state = 'allocated' THEN NULLIF(a.pod_name, '') END AS g_live
+        FROM addresses a JOIN pools p ON p.id = a.pool_id WHERE a.state <> 'free'
+    ), fields AS (
+        SELECT base.*,
+            NULLIF(CASE
+                WHEN g_kind IN ('deploy', 'pod') AND g_parts = 3
+                  OR g_kind IN ('sts', 'ctrl') AND g_parts = 4 THEN split_part(g_key, '/', 2)
+                WHEN g_kind = 'pool' AND g_live IS NOT NULL THEN pod_namespace
+            END, '') AS g_namespace,
+            NULLIF(CASE
+                WHEN g_kind = 'deploy' AND g_parts = 3 OR g_kind = 'sts' AND g_parts = 4
+                    THEN split_part(g_key, '/', 3)
+                WHEN g_kind = 'ctrl' AND g_parts = 4 THEN split_part(g_key, '/', 4)
+            END, '') AS g_app,
+            NULLIF(CASE
+                WHEN g_kind = 'deploy' AND g_parts = 3 THEN 'deployment'
+                WHEN g_kind = 'sts' AND g_parts = 4 THEN 'statefulset'
+                WHEN g_kind = 'ctrl' AND g_parts = 4 AND split_part(g_key, '/', 3) = 'TApp'
+                    THEN 'tapp'
+                WHEN g_kind = 'ctrl' AND g_parts = 4 THEN lower(split_part(g_key, '/', 3))
+            END, '') AS g_type,
+            NULLIF(CASE
+                WHEN g_kind = 'sts' AND g_parts = 4
+                    THEN split_part(g_key, '/', 3) || '-' || split_part(g_key, '/', 4)
+                WHEN g_kind = 'pod' AND g_parts = 3 THEN split_part(g_key, '/', 3)
+                WHEN g_kind = 'deploy' AND g_parts = 3 OR g_kind = 'ctrl' AND g_parts = 4
+                  OR g_kind = 'pool' THEN g_live
+            END, '') AS g_pod,
+            CASE WHEN g_kind = 'pool' THEN NULLIF(substr(g_key, 6), '') END AS g_pool,
+            CASE policy WHEN 'pod-delete' THEN 0 WHEN 'immutable' THEN 1 WHEN 'never' THEN 2
+                ELSE CASE WHEN state = 'reserved' THEN 2 ELSE 0 END END AS g_policy
+        FROM base
+    ), matched AS (
+        SELECT * FROM fields WHERE CASE WHEN CAST(:keyword AS text) IS NOT NULL THEN
+            coalesce(strpos(g_namespace, :keyword) > 0 OR strpos(g_app, :keyword) > 0
+                     OR strpos(g_pod, :keyword) > 0 OR strpos(g_pool, :keyword) > 0, false)
+        ELSE (CAST(:namespace AS text) IS NULL OR g_namespace = :namespace)
+            AND (CAST(:app AS text) IS NULL OR g_app = :app)
+            AND (CAST(:pod AS text) IS NULL OR g_pod = :pod)
+            AND (CAST(:pool AS text) IS NULL OR g_pool = :pool)
+            AND (CAST(:type AS text) IS NULL OR g_type = :type) END
+    )
+    SELECT n.total, page.* FROM (SELECT count(*) AS total FROM matched) n
+    LEFT JOIN LATERAL (
+        SELECT * FROM matched ORDER BY {order}
+        OFFSET LEAST(CAST(:offset AS bigint), n.total) LIMIT :limit
+    ) page ON true
+"""
+
+#: galaxy's sorts; ties stay in address order, as Python's stable sort left them. Text in
+#: code-point order (``COLLATE "C"``), as Python compares strings; no value sorts as "".
+_GALAXY_ORDERS = {
+    "ip": "address",
+    "ip desc": "address DESC",
+    "namespace": "coalesce(g_namespace, '') COLLATE \"C\", address",
+    "namespace desc": "coalesce(g_namespace, '') COLLATE \"C\" DESC, address",
+    "podname": "coalesce(g_pod, '') COLLATE \"C\", address",
+    "podname desc": "coalesce(g_pod, '') COLLATE \"C\" DESC, address",
+    "policy": "g_policy, address",
+    "policy desc": "g_policy DESC, address",
+}
+GALAXY_ORDERS = frozenset(_GALAXY_ORDERS)
 
 
 class AddressQuery:
@@ -206,6 +301,24 @@ class AddressQuery:
             key = (r["pool_id"], int(ipaddress.ip_interface(str(r["first"])).ip))
             out.setdefault(key, {})[r["state"]] = r["n"]
         return out
+
+    async def galaxy_page(self, flt: GalaxyFilter, order: str, offset: int, limit: int
+                          ) -> GalaxyPage:
+        """One page of galaxy's listing of taken addresses; ``order`` is a ``GALAXY_ORDERS``."""
+        values = (flt.keyword, flt.namespace, flt.app_name, flt.pod_name, flt.pool_name,
+                  flt.app_type)
+        if any("\x00" in v for v in values if v):
+            # PostgreSQL's text cannot hold NUL: no stored name equals or contains one.
+            return GalaxyPage(0, [])
+        keyword = flt.keyword or None
+        fields = {"namespace": flt.namespace, "app": flt.app_name, "pod": flt.pod_name,
+                  "pool": flt.pool_name, "type": flt.app_type}
+        params: dict[str, Any] = {k: None if keyword else v or None for k, v in fields.items()}
+        params.update(keyword=keyword, offset=offset, limit=limit)
+        rows = await self.sql.rows(
+            _GALAXY_FIELDS.format(columns=_COLUMNS, order=_GALAXY_ORDERS[order]), params)
+        total = rows[0]["total"] if rows else 0
+        return GalaxyPage(total, [to_record(r) for r in rows if r["id"] is not None])
 
     async def taken(self) -> list[AddressRecord]:
         """Every address that is not free, in address order (galaxy's listing filters these)."""
