@@ -78,6 +78,7 @@ def _grant(scope: str, group: str, resource: str, verbs: str, names: str = "") -
 EXPECTED_RBAC: frozenset[Grant] = frozenset({
     _grant("cluster", "", "pods", "get list watch"),
     _grant("cluster", "", "pods/binding", "create"),
+    _grant("cluster", "", "events", "create"),
     _grant("cluster", "", "nodes", "get list watch"),
     _grant("cluster", "apps", "replicasets", "get"),
     _grant("cluster", "apps", "deployments", "get"),
