@@ -310,6 +310,13 @@ def serve(
         raise typer.BadParameter(str(exc)) from None
     listen = host or settings.listen_host()
     log = logging.getLogger("ipam.serve")
+    if settings.extender_port is not None and settings.extender_tls_client_ca is None:
+        log.warning("the extender listener on port %d does not require client certificates "
+                    "(IPAM_EXTENDER_TLS_CLIENT_CA unset): whoever reaches it can bind pods "
+                    "(docs/security.md)", settings.extender_port)
+    elif settings.serves_extender_on_api_port() and settings.auth_tokens_path is not None:
+        log.warning("IPAM_EXTENDER_ON_API_PORT: the extender verbs are served without "
+                    "authentication on the token-protected REST port (docs/security.md)")
     if settings.auth_tokens_path is None:
         log.warning("no token file (IPAM_AUTH_TOKENS_PATH): the REST API is open, so it "
                     "listens on %s%s", listen, " only (IPAM_HOST=0.0.0.0 serves other machines)"

@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,61 @@ def test_the_verbs_are_on_the_rest_port_only_where_it_is_open_anyway(tmp_path: P
     assert TlsSettings(auth_tokens_path=tokens,
                        extender_on_api_port=True).serves_extender_on_api_port()
     assert TlsSettings(host="10.0.0.1").listen_host() == "10.0.0.1"
+
+
+async def test_the_documented_certificates_work(rest: RunningService, tmp_path: Path) -> None:
+    """docs/security.md's openssl block, run as written: the extender serves its certificate
+    for the Service's DNS name and admits the scheduler's certificate, and nothing else."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (apt-get install -y openssl)")
+    text = (Path(__file__).parents[2] / "docs/security.md").read_text()
+    block = text.split("### Make the certificates", 1)[1].split("```sh\n", 1)[1]
+    script = block.split("```", 1)[0].replace("rsa:3072", "rsa:2048")  # same, quicker
+    subprocess.run(["sh", "-euc", script], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=120)
+    settings = TlsSettings(extender_tls_cert=tmp_path / "tls.crt",
+                           extender_tls_key=tmp_path / "tls.key",
+                           extender_tls_client_ca=tmp_path / "ca.crt", extender_port=9443)
+    app = create_extender_app(settings, create_app(settings, runtime=rest.runtime))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="off", **extender_tls_options(settings)))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+
+        async def healthz(context: ssl.SSLContext) -> bytes:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname="ipam.kube-system.svc")
+            try:
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: ipam.kube-system.svc\r\n"
+                             b"Connection: close\r\n\r\n")
+                await writer.drain()
+                return await reader.read()
+            finally:
+                writer.close()
+
+        scheduler = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        scheduler.load_cert_chain(str(tmp_path / "scheduler.crt"), str(tmp_path / "scheduler.key"))
+        answer = await healthz(scheduler)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"status":"ok"}')
+        # TLS 1.3 reports a refused client certificate after the client's handshake ends: as
+        # an alert or a closed connection, never an answer.
+        anonymous = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        assert await refused(healthz(anonymous))
+        # The serving certificate is not a client certificate (serverAuth only).
+        impostor = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        impostor.load_cert_chain(str(tmp_path / "tls.crt"), str(tmp_path / "tls.key"))
+        assert await refused(healthz(impostor))
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def refused(call: Awaitable[bytes]) -> bool:
+    try:
+        return await call == b""
+    except (ssl.SSLError, ConnectionError):
+        return True

@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,13 +50,19 @@ NOT_API_OBJECTS = {
                                       "KubeSchedulerConfiguration"),
 }
 #: What `kubectl apply -k manifests/` deploys.
-KUSTOMIZE_RESOURCES = {"rbac.yaml", "floatingip-config.yaml", "deployment.yaml", "service.yaml",
-                       "pdb.yaml"}
-#: Kept out of the kustomization on purpose (see its header); cni-daemonset.yaml may be added.
+KUSTOMIZE_RESOURCES = {"rbac.yaml", "deployment.yaml", "service.yaml", "pdb.yaml"}
+#: Kept out of the kustomization on purpose (see its header): the sample pool ConfigMap would
+#: replace a galaxy user's live one, a Job cannot be re-applied with a new image.
 KUSTOMIZE_EXCLUDED = {"scheduler-config.yaml", "scheduler-config-v1beta1.yaml",
                       "scheduler-policy-legacy.yaml", "cloudnativepg-cluster.yaml",
-                      "example-workload.yaml"}
-KUSTOMIZE_OPTIONAL = {"cni-daemonset.yaml"}
+                      "example-workload.yaml", "floatingip-config.yaml", "migrate-job.yaml"}
+#: May be added (cni-daemonset.yaml where it replaces galaxy's CNI; networkpolicy.yaml once it
+#: names the control plane's addresses).
+KUSTOMIZE_OPTIONAL = {"cni-daemonset.yaml", "networkpolicy.yaml"}
+#: The extender's TLS listener and the Secrets it reads (docs/security.md).
+EXTENDER_PORT = 9443
+EXTENDER_TLS_SECRET = "ipam-extender-tls"
+SCHEDULER_CERT_DIR = "/etc/kubernetes/ipam"
 
 
 class Grant(NamedTuple):
@@ -95,13 +102,17 @@ V1_EXTENDER_FIELDS = {"urlPrefix", "filterVerb", "preemptVerb", "prioritizeVerb"
                       "bindVerb", "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable",
                       "managedResources", "ignorable"}
 LEGACY_EXTENDER_FIELDS = (V1_EXTENDER_FIELDS - {"enableHTTPS"}) | {"enableHttps"}
+EXPECTED_TLS_CONFIG = {"certFile": f"{SCHEDULER_CERT_DIR}/tls.crt",
+                       "keyFile": f"{SCHEDULER_CERT_DIR}/tls.key",
+                       "caFile": f"{SCHEDULER_CERT_DIR}/ca.crt"}
 EXPECTED_EXTENDER: dict[str, Any] = {
-    "urlPrefix": "http://ipam.kube-system.svc:9040/v1",
+    "urlPrefix": f"https://ipam.kube-system.svc:{EXTENDER_PORT}/v1",
     "filterVerb": "filter",
     "prioritizeVerb": "prioritize",
     "bindVerb": "bind",
     "weight": 1,
-    "enableHTTPS": False,
+    "enableHTTPS": True,
+    "tlsConfig": EXPECTED_TLS_CONFIG,
     "nodeCacheCapable": True,
     "ignorable": False,
     "httpTimeout": "5s",
@@ -112,7 +123,10 @@ EXPECTED_EXTENDER: dict[str, Any] = {
 # --- loading ---------------------------------------------------------------------------------
 
 def yaml_files() -> list[Path]:
-    return sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml"))
+    """Every YAML file but the Helm chart's (templates, not YAML; tests/manifests/test_helm.py
+    renders and checks them)."""
+    return sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml")
+                  and "helm" not in p.relative_to(MANIFESTS).parts)
 
 
 @functools.cache
@@ -167,6 +181,7 @@ def settings_from(environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
 
 @functools.cache
 def app() -> Any:
+    """The service as the quickstart builds it (REST port open, so the verbs are on it)."""
     from ipam.app import create_app  # creating the app connects nowhere
 
     return create_app(Settings())
@@ -227,7 +242,8 @@ def test_every_document_is_a_named_object(path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["rbac.yaml", "floatingip-config.yaml", "deployment.yaml",
                                   "service.yaml", "pdb.yaml", "scheduler-policy-legacy.yaml",
-                                  "cloudnativepg-cluster.yaml"])
+                                  "cloudnativepg-cluster.yaml", "migrate-job.yaml",
+                                  "networkpolicy.yaml"])
 def test_ipam_objects_live_in_kube_system(name: str) -> None:
     cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
     for doc in docs(name):
@@ -290,13 +306,49 @@ def test_extender_block_is_exactly_the_intended_one() -> None:
 def test_extender_url_reaches_the_service_and_the_process() -> None:
     url = urlsplit(scheduler_extender()["urlPrefix"])
     svc = service()
-    assert url.scheme == "http"
+    assert url.scheme == "https"
     assert url.hostname == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
     (svc_port,) = [p for p in svc["spec"]["ports"] if p["port"] == url.port]
-    target = svc_port["targetPort"]
-    assert target in (container_port(), "http")
-    assert url.port == container_port() == Settings().port == 9040
-    assert int(env(container())["IPAM_PORT"]["value"]) == container_port()
+    assert svc_port["targetPort"] in (container_port("extender"), "extender")
+    assert url.port == container_port("extender") == EXTENDER_PORT
+    assert int(env(container())["IPAM_EXTENDER_PORT"]["value"]) == EXTENDER_PORT
+    assert int(env(container())["IPAM_PORT"]["value"]) == container_port() == 9040
+
+
+async def test_the_deployment_serves_the_verbs_only_on_the_tls_listener(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With the container's settings: TLS with a client CA on the extender port, and the REST
+    port refuses the verbs (kube-scheduler's identity is required to bind)."""
+    from ipam.api.auth import extender_tls_options
+    from ipam.app import create_app
+
+    literal = {k: e["value"] for k, e in env(container()).items() if "value" in e}
+    settings = settings_from(literal, monkeypatch)
+    assert settings.serves_extender_on_api_port() is False
+    assert settings.listen_host() == "0.0.0.0"  # a token file: the REST API is protected
+    tls = extender_tls_options(settings)
+    assert tls["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    # Each file is a key of the mounted Secret.
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == "extender-tls"]
+    assert mount["readOnly"] is True and "subPath" not in mount
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == "extender-tls"]
+    assert volume["secret"]["secretName"] == EXTENDER_TLS_SECRET
+    items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+    for option, key in (("ssl_certfile", "tls.crt"), ("ssl_keyfile", "tls.key"),
+                        ("ssl_ca_certs", "ca.crt")):
+        path = Path(tls[option])
+        assert path.parent == Path(mount["mountPath"]) and items[path.name] == key, option
+    # The app the Deployment runs: no extender verb on its REST port.
+    (tmp_path / "tokens").write_text("ops:admin:0123456789abcdef0123\n")
+    rest = create_app(settings.model_copy(update={"auth_tokens_path": tmp_path / "tokens"}))
+    import httpx
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rest),
+                                 base_url="http://ipam") as client:
+        refused = await client.post("/v1/bind", json={"PodName": "p", "PodNamespace": "d",
+                                                       "PodUID": "u", "Node": "n"})
+    assert refused.status_code == 404  # the listener is configured: not on this port
+    assert f"own listener, port {EXTENDER_PORT}" in refused.json()["error"]["message"]
 
 
 def test_extender_verbs_are_routes() -> None:
@@ -313,7 +365,7 @@ def test_legacy_policy_matches_the_v1_config() -> None:
     legacy, current = legacy_extender(), scheduler_extender()
     assert set(legacy) <= LEGACY_EXTENDER_FIELDS, set(legacy) - LEGACY_EXTENDER_FIELDS
     # Same meaning, legacy spelling: enableHttps, httpTimeout in integer nanoseconds.
-    assert legacy["enableHttps"] is False
+    assert legacy["enableHttps"] is True
     assert legacy["httpTimeout"] == 5_000_000_000
     assert re.fullmatch(r"(\d+)s", current["httpTimeout"])
     assert legacy["httpTimeout"] == int(current["httpTimeout"][:-1]) * 10**9
@@ -428,13 +480,66 @@ def test_replicas_spread_across_nodes() -> None:
     assert deployment()["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
 
 
+# --- database roles: migrate as the owner, serve as a role that owns nothing ------------------
+
+def test_the_deployment_serves_as_the_app_role_and_never_migrates(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (MANIFESTS / "deployment.yaml").read_text()
+    assert "ipam-database-owner" not in text.split("apiVersion:", 1)[1]
+    assert "IPAM_MIGRATE_DATABASE_URL" not in env(container())
+    assert "IPAM_MIGRATE_ON_START" not in env(container())
+    assert not pod_spec().get("initContainers")
+    literal = {k: e["value"] for k, e in env(container()).items() if "value" in e}
+    assert settings_from(dict(literal, IPAM_DATABASE_URL="postgresql+asyncpg://s@db/ipam"),
+                         monkeypatch).migrates_on_start() is False
+
+
+def test_the_migrate_job_runs_ipam_migrate_as_the_owner() -> None:
+    job = one("migrate-job.yaml", "Job", "ipam-migrate")
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    (c,) = spec["containers"]
+    assert c["args"] == ["migrate"] and c["image"] == container()["image"]
+    assert env(c) == {"IPAM_MIGRATE_DATABASE_URL": {"name": "IPAM_MIGRATE_DATABASE_URL",
+                                                    "valueFrom": {"secretKeyRef": {
+                                                        "name": "ipam-database-owner",
+                                                        "key": "url"}}}}
+    assert env(container())["IPAM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] != (
+        "ipam-database-owner")
+    assert c["securityContext"] == container()["securityContext"]
+    assert spec["securityContext"] == pod_spec()["securityContext"]
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+    # Not selected by the Service nor by the PodDisruptionBudget.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selects(service()["spec"]["selector"], labels)
+
+
+# --- NetworkPolicy ---------------------------------------------------------------------------
+
+def test_networkpolicy_admits_only_listed_addresses_to_the_extender_port() -> None:
+    policy = one("networkpolicy.yaml", "NetworkPolicy", "ipam")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert selects(spec["podSelector"]["matchLabels"],
+                   deployment()["spec"]["template"]["metadata"]["labels"])
+    rules = {tuple(p["port"] for p in rule["ports"]): rule for rule in spec["ingress"]}
+    assert set(rules) == {(container_port(),), (container_port("extender"),)}
+    assert "from" not in rules[container_port(),]  # REST: API clients, CNI, probes
+    peers = rules[container_port("extender"),]["from"]
+    assert peers and all(set(p) == {"ipBlock"} for p in peers)  # the control plane's nodes
+    # The shipped placeholder admits nobody until it is edited (a documentation range).
+    assert [p["ipBlock"]["cidr"] for p in peers] == ["192.0.2.0/24"]
+
+
 # --- Service and PodDisruptionBudget ---------------------------------------------------------
 
 def test_service_selects_the_ipam_pods_only() -> None:
     svc = service()
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 9040, "targetPort": 9040, "protocol": "TCP"}]
+        {"name": "http", "port": 9040, "targetPort": "http", "protocol": "TCP"},
+        {"name": "extender", "port": EXTENDER_PORT, "targetPort": "extender", "protocol": "TCP"}]
     selector = svc["spec"]["selector"]
     matched = [(f, w["metadata"]["name"]) for f, w in pod_templates()
                if w["metadata"].get("namespace") == NAMESPACE
@@ -529,7 +634,8 @@ def test_kustomize_renders() -> None:
     assert out.returncode == 0, out.stderr
     kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out.stdout) if d}
     assert {("Deployment", "ipam"), ("Service", "ipam"), ("PodDisruptionBudget", "ipam"),
-            ("ConfigMap", "floatingip-config"), ("ServiceAccount", "ipam")} <= kinds
+            ("ServiceAccount", "ipam")} <= kinds
+    assert ("ConfigMap", "floatingip-config") not in kinds  # never over a galaxy user's one
 
 
 # --- examples and the optional database ------------------------------------------------------
@@ -592,36 +698,81 @@ def compose_file() -> dict[str, Any]:
 
 def test_compose_services(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose_file()["services"]
-    assert set(services) == {"postgres", "migrate", "ipam"}
-    pg, migrate, ipam = services["postgres"], services["migrate"], services["ipam"]
+    assert set(services) == {"postgres", "db-roles", "migrate", "ipam"}
+    pg, roles, migrate, ipam = (services[n] for n in ("postgres", "db-roles", "migrate", "ipam"))
 
     assert re.fullmatch(r"postgres:16\.\d+(-\w+)?", pg["image"]), pg["image"]
     assert any(v.startswith("pgdata:") for v in pg["volumes"])
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
 
+    assert roles["image"] == pg["image"] and roles["restart"] == "no"
+    assert roles["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
     assert migrate["build"] == ipam["build"] == "."
     assert migrate["image"] == ipam["image"]
     assert migrate["command"] == ["migrate"]
     assert migrate["restart"] == "no"
-    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                     "db-roles": {"condition": "service_completed_successfully"}}
 
     assert ipam["command"] == ["serve"]
     assert ipam["depends_on"] == {"postgres": {"condition": "service_healthy"},
                                   "migrate": {"condition": "service_completed_successfully"}}
-    assert ipam["ports"] == ["9040:9040"]
+    # No token file: the REST API is open, so only this machine reaches it.
+    assert ipam["ports"] == ["127.0.0.1:9040:9040"]
     assert "/readyz" in " ".join(ipam["healthcheck"]["test"])
 
+    # The owner migrates; the service logs in as the role db-roles makes, which owns nothing.
+    owner = urlsplit(migrate["environment"]["IPAM_MIGRATE_DATABASE_URL"])
+    assert "IPAM_DATABASE_URL" not in migrate["environment"]
+    assert (owner.username, owner.password) == (pg["environment"]["POSTGRES_USER"],
+                                                pg["environment"]["POSTGRES_PASSWORD"])
     environ = ipam["environment"]
-    assert environ["IPAM_DATABASE_URL"] == "postgresql+asyncpg://ipam:ipam@postgres:5432/ipam"
+    serving = urlsplit(environ["IPAM_DATABASE_URL"])
+    assert serving.username == "ipam_serve" != owner.username
+    assert "IPAM_MIGRATE_DATABASE_URL" not in environ
+    sql = compose_sql(roles)
+    assert f"CREATE ROLE {serving.username} LOGIN PASSWORD '{serving.password}' IN ROLE " \
+           "ipam_app" in sql
     settings = settings_from(environ, monkeypatch)
+    assert settings.migrates_on_start() is False
     assert settings.controllers_enabled is False
-    assert settings.port == 9040
+    assert settings.port == 9040 and settings.listen_host() == "0.0.0.0"
     (mount,) = ipam["volumes"]
     source, target, mode = mount.split(":")
     assert (ROOT / source).resolve() == (MANIFESTS / "floatingip-config.yaml").resolve()
     assert mode == "ro"
     assert settings.pools_file == Path(target)
-    assert migrate["environment"]["IPAM_DATABASE_URL"] == environ["IPAM_DATABASE_URL"]
+
+
+def compose_sql(service: dict[str, Any]) -> str:
+    """The SQL of the db-roles step as psql receives it (compose turns "$$" into "$")."""
+    command = service["command"]
+    assert command[:4] == ["psql", "-v", "ON_ERROR_STOP=1", "-c"]
+    return str(command[4]).replace("$$", "$")
+
+
+async def test_compose_roles_sql_runs_and_is_idempotent(db_factory: Any) -> None:
+    """The db-roles step on a real PostgreSQL, twice (role names made unique: roles are
+    cluster-wide): the serving role exists, logs in and is a member of ipam_app."""
+    import uuid
+
+    import asyncpg
+
+    tag = uuid.uuid4().hex[:8]
+    sql = compose_sql(compose_file()["services"]["db-roles"]).replace(
+        "ipam_serve", f"ipam_serve_{tag}")
+    conn = await asyncpg.connect(db_factory.dsn)
+    try:
+        await conn.execute(sql)
+        await conn.execute(sql)
+        member = await conn.fetchval(
+            "SELECT pg_has_role($1, 'ipam_app', 'MEMBER') AND rolcanlogin FROM pg_roles "
+            "WHERE rolname = $1", f"ipam_serve_{tag}")
+        assert member is True
+    finally:
+        await conn.execute(f'DROP ROLE IF EXISTS "ipam_serve_{tag}"')
+        await conn.close()
 
 
 def test_compose_validates_with_docker_compose() -> None:
@@ -633,12 +784,14 @@ def test_compose_validates_with_docker_compose() -> None:
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
     services = config["services"]
-    assert set(services) == {"postgres", "migrate", "ipam"}
+    assert set(services) == {"postgres", "db-roles", "migrate", "ipam"}
     assert set(config["volumes"]) == {"pgdata"}
     assert services["ipam"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully")
+    assert services["migrate"]["depends_on"]["db-roles"]["condition"] == (
+        "service_completed_successfully")
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert services["ipam"]["ports"] == [{"published": 9040, "target": 9040}]
+    assert services["ipam"]["ports"] == ["127.0.0.1:9040:9040/tcp"]
     for name in ("postgres", "ipam"):
         assert services[name]["healthcheck"]["test"], name
     assert Path(services["ipam"]["build"]["context"]) == ROOT
