@@ -58,8 +58,9 @@ async def test_postgres_restart_under_load(own_postgres: OwnPostgres,
                                            tmp_path: Path) -> None:
     for name, ip in SEED_NODES.items():
         fake_apiserver.create("nodes", make_node(name, internal_ip=ip))
+    # A database of its own, empty: the service migrates it (a local one, as the quickstart).
     settings = service_settings(own_postgres.url, fake_apiserver, tmp_path,
-                                reconciler={"interval_seconds": 3600})
+                                reconciler={"interval_seconds": 3600}, migrate_on_start=True)
     async with running_service(settings) as svc:
         pods = [fake_apiserver.create("pods", make_pod(f"pg-{i}")) for i in range(30)]
 
