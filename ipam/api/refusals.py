@@ -23,8 +23,9 @@ router = APIRouter(prefix="/v1", tags=["refusals"])
 
 
 class RefusalReason(BaseModel):
-    reason: str
+    reason: str = Field(description="The node's name or address is written `node …`")
     nodes: int = Field(description="Nodes refused for this reason in the latest call")
+    examples: list[str] = Field(description="A few of those nodes")
 
 
 class RefusalOut(BaseModel):
@@ -55,7 +56,8 @@ async def _out(request: Request, entry: Refusal) -> RefusalOut:
     return RefusalOut(
         pod=entry.pod, uid=entry.uid, first_at=_at(entry.first_at), last_at=_at(entry.last_at),
         times=entry.times, nodes=entry.nodes, other_nodes=entry.other_nodes,
-        reasons=[RefusalReason(reason=r, nodes=n) for r, n in entry.reasons], holds=holds,
+        reasons=[RefusalReason(reason=r, nodes=n, examples=list(e)) for r, n, e in entry.reasons],
+        holds=holds,
         status="got an address" if holds else "held back")
 
 

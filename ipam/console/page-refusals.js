@@ -14,8 +14,11 @@ function rows(items) {
     el("td", { class: "nowrap" }, when(r.last_at), el("div", { class: "muted small" }, "since ",
       when(r.first_at))),
     el("td", {}, el("ul", { class: "reasons" },
-      r.reasons.map((x) => el("li", {}, el("span", { class: "count" }, `${num(x.nodes)} node${x.nodes === 1 ? "" : "s"}`),
-        el("span", { class: "reason" }, x.reason))),
+      r.reasons.map((x) => el("li", {},
+        el("span", { class: "count" }, `${num(x.nodes)} node${x.nodes === 1 ? "" : "s"}`),
+        el("span", { class: "reason" }, x.reason,
+          x.examples.length ? el("span", { class: "examples muted" },
+            ` (${x.examples.join(", ")}${x.nodes > x.examples.length ? ", …" : ""})`) : null))),
       r.other_nodes ? el("li", { class: "muted" }, `${num(r.other_nodes)} more nodes, other reasons`) : null))));
 }
 

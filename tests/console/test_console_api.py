@@ -99,6 +99,9 @@ async def test_refusals_list_held_back_pods_and_those_that_got_an_address_since(
     meta = rest_seed_pod["metadata"]
     refusals.record(f"default/{meta['name']}", meta["uid"], ["pool p exhausted"])
     await bind(rest, rest_seed_pod)
+    assert meta["uid"] not in {e.uid for e in refusals.recent()}  # bind forgets its refusals
+    # Refused here, bound through another replica: it holds an address now.
+    refusals.record(f"default/{meta['name']}", meta["uid"], ["pool p exhausted"])
     page = await get(rest, "/v1/refusals")
     assert page["capacity"] == refusals.CAPACITY
     by_uid = {i["uid"]: i for i in page["items"]}
@@ -106,9 +109,9 @@ async def test_refusals_list_held_back_pods_and_those_that_got_an_address_since(
     cart = by_uid[stuck]
     assert (cart["pod"], cart["status"], cart["times"], cart["nodes"], cart["holds"]) == (
         "shop/cart-0", "held back", 1, 3, [])
-    assert cart["reasons"] == [{"reason": "pool p exhausted", "nodes": 2},
-                               {"reason": "node 10.20.0.5 is in no routable subnet",
-                                "nodes": 1}]
+    assert cart["reasons"] == [
+        {"reason": "pool p exhausted", "nodes": 2, "examples": ["node-0", "node-1"]},
+        {"reason": "node … is in no routable subnet", "nodes": 1, "examples": ["node-x"]}]
     seed = by_uid[meta["uid"]]
     assert seed["status"] == "got an address" and len(seed["holds"]) == 1
     recent = await get(rest, "/v1/refusals", minutes=10, limit=1)
@@ -117,6 +120,23 @@ async def test_refusals_list_held_back_pods_and_those_that_got_an_address_since(
         resp = await rest.client.get("/v1/refusals", params=bad, headers=READ)
         assert resp.status_code == 422, bad
     assert (await rest.client.get("/v1/refusals")).status_code == 401
+    refusals.RECENT.clear()
+
+
+async def test_a_real_filter_refusal_reaches_the_list(rest: RunningService,
+                                                     fake_apiserver: FakeApiServer) -> None:
+    """kube-scheduler's filter call for a pod no node can serve: the extender records why."""
+    refusals.RECENT.clear()
+    pod = fake_apiserver.create("pods", make_pod("stuck-0", namespace="shop",
+                                                 annotations=NETWORKS))
+    resp = await rest.client.post("/v1/filter", json={"Pod": pod, "Nodes": None,
+                                                      "NodeNames": ["node-x"]})
+    assert resp.status_code == 200 and resp.json()["NodeNames"] == [], resp.text
+    (item,) = (await get(rest, "/v1/refusals"))["items"]
+    assert (item["pod"], item["uid"], item["status"], item["nodes"]) == (
+        "shop/stuck-0", pod["metadata"]["uid"], "held back", 1)
+    assert item["reasons"] == [{"reason": "node … is in no routable subnet of any pool",
+                                "nodes": 1, "examples": ["node-x"]}]
     refusals.RECENT.clear()
 
 

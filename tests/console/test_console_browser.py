@@ -14,10 +14,12 @@ from tests.console.conftest import (
     EDGE_POOL,
     EDGE_REPLICAS,
     LEGACY_IP,
+    NETWORKS,
     RESERVED_IP,
     Cluster,
     require_chromium,
 )
+from tests.fakeapi.objects import make_pod
 
 require_chromium()  # skips (or, with CI=true, fails) the module before selenium is imported
 
@@ -231,18 +233,27 @@ def test_held_back_pods_show_the_filter_reasons(browser: Any, cluster: Cluster,
     web = cluster.pods["default/web-5d8f7c9b6-x7k2p"]["metadata"]
     refusals.record("default/web-5d8f7c9b6-x7k2p", web["uid"],
                     {"node-x": "node 10.20.0.5 is in no routable subnet of any pool"})
+    # And one refused for real: kube-scheduler's filter call with only a node no pool routes.
+    pod = cluster.create_pod(make_pod("nightly-export-0", namespace="batch",
+                                      annotations={NETWORKS: "galaxy-k8s-vlan"}))
+    resp = cluster.http.post("/v1/filter", json={"Pod": pod, "Nodes": None,
+                                                 "NodeNames": ["node-x"]})
+    assert resp.status_code == 200 and resp.json()["NodeNames"] == [], resp.text
     sign_in(browser, cluster.url, READ_TOKEN, page="refusals")
+    real = wait(browser, f'tr[data-uid="{pod["metadata"]["uid"]}"]')
+    assert "batch/nightly-export-0" in real.text
+    assert "node … is in no routable subnet of any pool (node-x)" in real.text
     held = wait(browser, f'tr[data-uid="{stuck}"]')
     assert held.get_attribute("data-status") == "held back"
     assert "shop/checkout-7f9c-abcde" in held.text
     reasons = [li.text.replace("\n", " ") for li in all_of(browser, ".reasons li", held)]
-    assert reasons == ["2 nodes pool 10.11.128.0/21 exhausted",
-                       "1 node node 10.20.0.5 is in no routable subnet of any pool"]
+    assert reasons == ["2 nodes pool 10.11.128.0/21 exhausted (node-0, node-1)",
+                       "1 node node … is in no routable subnet of any pool (node-x)"]
     assert one(held, "td.num").text == "2"
     since = one(browser, f'tr[data-uid="{web["uid"]}"]')
     assert since.get_attribute("data-status") == "got an address"
     assert cluster.ips["default/web-5d8f7c9b6-x7k2p"] in since.text
-    assert "1 pod held back, 1 got an address since" in one(browser, "#refusal-summary").text
+    assert "2 pods held back, 1 got an address since" in one(browser, "#refusal-summary").text
     screenshot(browser, "refusals", tmp_path)
 
 
