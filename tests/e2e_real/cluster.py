@@ -424,11 +424,14 @@ def create_node(kube: Kube, name: str, address: str) -> None:
 # --- the service's database ------------------------------------------------------------------
 
 class Postgres:
-    """Queries on one database, from an event loop of its own (tests stay synchronous)."""
+    """The service's own database: migrated by ``ipam migrate`` as its owner, used by the
+    service as a login role that is only a member of ``ipam_app`` (owns nothing), queried
+    by the tests from an event loop of its own (tests stay synchronous)."""
 
     def __init__(self, admin_dsn: str) -> None:
         self.admin_dsn = admin_dsn
         self.name = f"ipam_e2e_{os.getpid()}_{int(time.time())}"
+        self.role = f"{self.name}_svc"
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="e2e-postgres",
                                         daemon=True)
@@ -437,29 +440,44 @@ class Postgres:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
 
-    def _dsn(self, database: str) -> tuple[str, dict[str, str]]:
+    def _dsn(self, database: str, user: str | None = None) -> tuple[str, dict[str, str]]:
         base, _, query = self.admin_dsn.partition("?")
         kwargs = {"host": query.split("=", 1)[1]} if query.startswith("host=") else {}
-        return f"{base.rsplit('/', 1)[0]}/{database}", kwargs
+        base = base.rsplit("/", 1)[0]
+        if user is not None:
+            scheme, rest = base.split("://", 1)
+            base = f"{scheme}://{user}@{rest.split('@', 1)[-1]}"
+        return f"{base}/{database}", kwargs
 
-    async def _admin(self, sql: str) -> None:
-        dsn, kwargs = self._dsn(self.admin_dsn.partition("?")[0].rsplit("/", 1)[1])
-        conn = await asyncpg.connect(dsn, **kwargs)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    def create(self) -> str:
-        """Creates the (empty) database; ``ipam serve`` migrates it. Returns its URL."""
-        self._run(self._admin(f'CREATE DATABASE "{self.name}"'))
-        dsn, kwargs = self._dsn(self.name)
+    def url(self, user: str | None = None) -> str:
+        """SQLAlchemy URL of the database, as the owner or as ``user``."""
+        dsn, kwargs = self._dsn(self.name, user)
         url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
         return f"{url}?host={kwargs['host']}" if kwargs else url
 
+    async def _admin(self, *statements: str, database: str | None = None) -> None:
+        admin_db = self.admin_dsn.partition("?")[0].rsplit("/", 1)[1]
+        dsn, kwargs = self._dsn(database or admin_db)
+        conn = await asyncpg.connect(dsn, **kwargs)
+        try:
+            for sql in statements:
+                await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def create(self) -> None:
+        """The empty database; ``ipam migrate`` (as the owner) creates the schema."""
+        self._run(self._admin(f'CREATE DATABASE "{self.name}"'))
+
+    def create_service_role(self) -> str:
+        """A login role that is a member of the migrated ``ipam_app`` group; its URL."""
+        self._run(self._admin(f'CREATE ROLE "{self.role}" LOGIN IN ROLE ipam_app'))
+        return self.url(self.role)
+
     def drop(self) -> None:
         with contextlib.suppress(Exception):
-            self._run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            self._run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)',
+                                  f'DROP ROLE IF EXISTS "{self.role}"'))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
@@ -490,8 +508,8 @@ class Postgres:
 class IpamService:
     """``ipam serve`` against the real API server, as the ``ipam`` ServiceAccount."""
 
-    def __init__(self, plane: ControlPlane, database_url: str, pools_file: Path,
-                 tokens_file: Path) -> None:
+    def __init__(self, plane: ControlPlane, database_url: str, migrate_url: str,
+                 pools_file: Path, tokens_file: Path) -> None:
         self.plane = plane
         self.port, self.extender_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -499,7 +517,8 @@ class IpamService:
         pki = plane.pki
         env = {k: v for k, v in os.environ.items() if not k.startswith("IPAM_")}
         env.update(
-            IPAM_DATABASE_URL=database_url, IPAM_HOST="127.0.0.1", IPAM_PORT=str(self.port),
+            IPAM_DATABASE_URL=database_url, IPAM_MIGRATE_DATABASE_URL=migrate_url,
+            IPAM_HOST="127.0.0.1", IPAM_PORT=str(self.port),
             IPAM_EXTENDER_HOST="127.0.0.1", IPAM_EXTENDER_PORT=str(self.extender_port),
             IPAM_EXTENDER_TLS_CERT=str(pki / "extender.crt"),
             IPAM_EXTENDER_TLS_KEY=str(pki / "extender.key"),
@@ -521,6 +540,14 @@ class IpamService:
                                     str(pki / "scheduler-client.key"))
         return httpx.Client(base_url=self.extender_url.removesuffix("/v1"), verify=context,
                             timeout=httpx.Timeout(30.0))
+
+    def migrate(self) -> None:
+        """``ipam migrate`` as the tables' owner (IPAM_MIGRATE_DATABASE_URL), as an operator
+        or the chart's Job does before the service starts."""
+        done = subprocess.run([sys.executable, "-m", "ipam", "migrate"], env=self.env,
+                              cwd=self.plane.run, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert done.returncode == 0, done.stderr
 
     def start(self) -> None:
         self.starts += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -52,6 +53,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+        # The logs outlive pytest's temporary directories (kept for the last 3 runs only).
+        kept = REALKUBE_DIR / "last-run-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        if (plane.run / "log").is_dir():
+            shutil.copytree(plane.run / "log", kept, symlinks=True)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +82,10 @@ def cluster(control_plane: ControlPlane,
     db = Postgres(server_dsn(tmp_path_factory.mktemp("pg")))
     ipam: IpamService | None = None
     try:
-        ipam = IpamService(plane, db.create(), pools, tokens)
+        db.create()
+        ipam = IpamService(plane, db.url(), db.url(), pools, tokens)
+        ipam.migrate()
+        ipam.env["IPAM_DATABASE_URL"] = db.create_service_role()
         ipam.start()
         plane.extender_url = ipam.extender_url
         plane.start_scheduler(node_cache_capable=True)

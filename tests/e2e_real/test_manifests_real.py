@@ -64,14 +64,22 @@ def test_the_real_scheduler_understands_the_v1beta1_file_as_written(
         control_plane: ControlPlane, tmp_path: Path) -> None:
     """1.20 decodes leniently (a misspelt field is silently dropped): compare what it read."""
     shipped = documents("scheduler-config-v1beta1.yaml")[0]
+    # Only what must point at this machine changes: the kubeconfig, and the certificate
+    # files, which the scheduler reads at start (ours, from start.sh's extender PKI).
     local = dict(shipped, **insecure_ports(), clientConnection={
         "kubeconfig": str(control_plane.run / "scheduler.kubeconfig")})
+    (written,) = local["extenders"] = [dict(e) for e in shipped["extenders"]]
+    if "tlsConfig" in written:
+        pki = control_plane.pki
+        files = {"certFile": pki / "scheduler-client.crt", "keyFile": pki / "scheduler-client.key",
+                 "caFile": pki / "extender-ca.crt"}
+        written["tlsConfig"] = {k: str(files[k]) if k in files else v
+                                for k, v in written["tlsConfig"].items()}
     path = tmp_path / "scheduler-config.yaml"
     path.write_text(yaml.safe_dump(local))
     config = understood(path, control_plane.run, tmp_path)
     assert config["apiVersion"] == "kubescheduler.config.k8s.io/v1beta1"
     (read,) = config["extenders"]
-    (written,) = shipped["extenders"]
     # The writer omits false booleans (omitempty), as the reader defaults them.
     assert read == {k: v for k, v in written.items() if v is not False}
     assert config["leaderElection"]["leaderElect"] is True

@@ -47,6 +47,13 @@ def wait_settled(cluster: Cluster, ns: str, app: str, replicas: int) -> dict[str
                       what=f"{replicas} settled pods of {app}")
 
 
+def scheduling_failures(cluster: Cluster, ns: str, pod: dict[str, Any]) -> list[str]:
+    """FailedScheduling messages of this very pod (by UID)."""
+    return [e["message"] for e in cluster.kube.events(ns, pod["metadata"]["name"])
+            if e["involvedObject"].get("uid") == pod["metadata"]["uid"]
+            and e["reason"] == "FailedScheduling"]
+
+
 def owner_rows(cluster: Cluster, owner: str) -> dict[str, str]:
     """address -> state of the rows an owner holds (allocated or kept)."""
     return {r["address"]: r["state"] for r in cluster.db.taken() if r["owner_key"] == owner}
@@ -72,6 +79,12 @@ def test_statefulset_immutable_keeps_each_ordinal_and_scale_down_frees_the_remov
         wait_gone(cluster, ns, name, old["metadata"]["uid"])
         again = wait_settled(cluster, ns, "web", 3)
         assert again == first, f"{name} re-created with another address"
+        # The old pod is gone from the API server before the controller re-creates the
+        # ordinal, so its address can be handed over at the first bind: no retry needed
+        # (a retried pod waits in the scheduler's unschedulable queue for up to a minute).
+        new = cluster.kube.pod(ns, name)
+        assert new is not None
+        assert scheduling_failures(cluster, ns, new) == []
 
     cluster.kube.patch(cluster.kube.apps(ns, "statefulsets", "web"), {"spec": {"replicas": 1}})
     assert wait_settled(cluster, ns, "web", 1) == {"web-0": first["web-0"]}
