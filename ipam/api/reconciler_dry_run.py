@@ -28,6 +28,7 @@ REPAIRS: dict[str, str] = {
     "unknown_to_database": "adopt the address for the running pod, if it is free",
     "kept_expired": "free the kept address",
     "owner_gone": "free the kept address",
+    "scaled_down": "free the kept address",
     "missing_resource": "nothing (report only): fix the pod's resources",
 }
 

@@ -95,7 +95,8 @@ def annotated_addresses(pod: PodFacts) -> list[IPAddress]:
         doc = json.loads(raw)
     except json.JSONDecodeError:
         return []
-    infos = (doc.get("common") or {}).get("ipinfos") if isinstance(doc, dict) else None
+    common = doc.get("common") if isinstance(doc, dict) else None
+    infos = common.get("ipinfos") if isinstance(common, dict) else None
     out: list[IPAddress] = []
     for info in infos if isinstance(infos, list) else []:
         ip = info.get("ip") if isinstance(info, dict) else None

@@ -230,7 +230,10 @@ class Placement:
         mine = [r for r in rows if r.pod_uid == pod.uid]
         held = mine or [r for r in rows if r.state == "kept"]
         owner = owner_of(pod)
-        strict = bool(held) and (owner.keeps_per_pod or bool(mine))
+        # A named pool's kept addresses pin its next pod to the nodes that route them, as
+        # galaxy does (TestFilterForDeploymentIPPool): the pool reuses before it grows.
+        strict = bool(held) and (owner.keeps_per_pod or bool(mine)
+                                 or owner.kind is OwnerKind.POOL)
         if not mine and owner.kind in (OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
             wait, pinned = await self._owner_gate(pod, owner, rows)
             if wait is not None:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from ipam.engine.galaxy_args import annotated_addresses
 from ipam.engine.ip_ranges import IPAddress
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
-from ipam.engine.release_decision import kept_expired
+from ipam.engine.release_decision import WorkloadState, kept_expired
 from ipam.engine.release_policy import OwnerKind, owner_from_key
 from ipam.errors import IpamError
 from ipam.services.allocation import Actor, Allocator
@@ -201,7 +201,7 @@ class Reconciler:
         now = survey.now
         grace = now - timedelta(seconds=self.settings.grace_seconds)
         unbound_grace = now - timedelta(seconds=self.settings.unbound_grace_seconds)
-        owner_alive: dict[str, bool] = {}
+        owners: dict[str, WorkloadState | bool | None] = {}
         for i, (kind, row) in enumerate(survey.suspects):
             if i % 500 == 499:
                 await asyncio.sleep(0)  # without repairs (a check), nothing else would yield
@@ -210,7 +210,7 @@ class Reconciler:
             elif kind == "never_bound":
                 await self._never_bound(report, row, unbound_grace, apply)
             else:
-                await self._kept(report, row, now, owner_alive, apply)
+                await self._kept(report, row, now, owners, apply)
         await self._unknown(report, survey.held, survey.pods, apply)
 
     async def _pod_gone(self, report: Report, row: HeldRow, grace: datetime,
@@ -246,27 +246,32 @@ class Reconciler:
         finding.action = "released" if released else "skipped"
 
     async def _kept(self, report: Report, row: HeldRow, now: datetime,
-                    owner_alive: dict[str, bool], apply: bool) -> None:
+                    owners: dict[str, WorkloadState | bool | None], apply: bool) -> None:
+        """``owners``: workload key -> its state this pass (``True``: could not tell)."""
         key = row.owner_key or ""
         idle = (now - row.kept_since).total_seconds() if row.kept_since else 0.0
-        kind = ""
+        kind, detail = "", ""
         if kept_expired(row.kept_ttl_seconds, idle):
-            kind = "kept_expired"
+            kind, detail = "kept_expired", f"kept {idle:.0f}s"
         elif row.policy == "immutable":
             owner = owner_from_key(key)
             if owner.kind in (OwnerKind.STATEFULSET, OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
-                if key not in owner_alive:
+                if owner.workload_key not in owners:
                     try:
-                        owner_alive[key] = await self.workloads.workload(owner) is not None
+                        owners[owner.workload_key] = await self.workloads.workload(owner)
                     except IpamError:
-                        owner_alive[key] = True  # cannot tell: keep
-                if not owner_alive[key]:
-                    kind = "owner_gone"
+                        owners[owner.workload_key] = True  # cannot tell: keep
+                state = owners[owner.workload_key]
+                if state is None:
+                    kind, detail = "owner_gone", "immutable owner deleted"
+                elif (isinstance(state, WorkloadState) and owner.ordinal is not None
+                      and owner.ordinal >= state.replicas):
+                    # Kept while its pod was away, then the StatefulSet shrank past it.
+                    kind, detail = "scaled_down", (f"ordinal {owner.ordinal} >= replicas "
+                                                   f"{state.replicas} (policy immutable)")
         if not kind:
             return
-        finding = Finding(kind, _text(row), owner=key,
-                          detail=f"kept {idle:.0f}s" if kind == "kept_expired" else
-                          "immutable owner deleted")
+        finding = Finding(kind, _text(row), owner=key, detail=detail)
         report.findings.append(finding)
         if apply:
             freed = await self.allocator.release_kept(ipaddress.ip_address(row.address), key,
