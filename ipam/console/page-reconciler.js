@@ -9,7 +9,7 @@ function findings(list, { dry }) {
   return table(headers, list.map((f) => el("tr", { dataset: { kind: f.kind } },
     el("td", {}, pill(f.kind.replaceAll("_", " "), "policy")),
     el("td", {}, f.address || "–"),
-    el("td", {}, f.pod || "–"),
+    el("td", { class: "nowrap" }, f.pod || "–"),
     el("td", {}, f.owner || "–"),
     el("td", {}, dry ? f.repair : f.action),
     el("td", { class: "reason" }, f.detail || ""))), { cls: dry ? "dry-run" : "last-report" });
@@ -17,7 +17,8 @@ function findings(list, { dry }) {
 
 function summary(r, what) {
   return el("p", { class: "summary" }, el("strong", {}, what), " ", when(r.started_at), ": ",
-    `${num(r.rows_seen)} addresses and ${num(r.pods_seen)} pods compared in ${r.duration_seconds.toFixed(2)} s, `,
+    `${num(r.rows_seen)} address${r.rows_seen === 1 ? "" : "es"} and ${num(r.pods_seen)} pod${r.pods_seen === 1 ? "" : "s"} `
+      + `compared in ${r.duration_seconds.toFixed(2)} s, `,
     `${num(r.findings.length)} finding${r.findings.length === 1 ? "" : "s"}`,
     r.applied ? `, ${num(r.repairs)} repaired` : ", nothing changed",
     r.error ? [" — ", el("span", { class: "error-text" }, `failed: ${r.error}`)] : "");
