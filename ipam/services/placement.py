@@ -208,14 +208,15 @@ class Placement:
         outcome = await self._decide(pod, names, ips)
         if not outcome.passed and names:
             reasons = outcome.failed or outcome.unresolvable or {}
-            self.refusals.record(pod.key, pod.uid, reasons)
-            first = next(iter(reasons.values()), "")
+            entry = self.refusals.record(pod.key, pod.uid, reasons)
+            first = entry.reasons[0][0] if entry.reasons else ""
             self.refused[refusal_kind(first)] += 1
             if self.notices is not None and pod.managed:
-                distinct = sorted(set(reasons.values()))
-                more = f" (and {len(distinct) - 1} other reasons)" if len(distinct) > 1 else ""
+                # The ring's summary: the most common reason first, counted once.
+                more = len(entry.reasons) - 1 + (1 if entry.other_nodes else 0)
+                tail = f" (and {more} other reasons)" if more else ""
                 self.notices.notice(pod, reason="IPAMHeldBack", warning=True,
-                                    message=f"no node passes ipam's filter: {distinct[0]}{more}")
+                                    message=f"no node passes ipam's filter: {first}{tail}")
         return outcome
 
     async def _decide(self, pod: PodFacts, names: Sequence[str],
