@@ -22,6 +22,7 @@ from ipam.api import (
     audit,
     cni,
     console,
+    docs_assets,
     errors,
     extender,
     galaxy,
@@ -124,7 +125,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
                 await rt.db.dispose()
 
     app = FastAPI(title="ipam", version=__version__, lifespan=lifespan,
-                  summary="Fixed-IP manager for Kubernetes (galaxy-ipam compatible)")
+                  summary="Fixed-IP manager for Kubernetes (galaxy-ipam compatible)",
+                  docs_url=None, redoc_url=None)  # docs_assets: served without a CDN
     if runtime is not None:
         app.state.runtime = runtime
     # A bad token file fails at start, not on the first request.
@@ -143,13 +145,15 @@ def _common(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
+    docs_assets.install(app)
     app.include_router(health.router)
 
 
 def create_extender_app(settings: Settings, main: FastAPI) -> FastAPI:
     """The extender verbs alone, for their own listener (``IPAM_EXTENDER_PORT``, maybe TLS);
     shares the main app's state, so one runtime serves both."""
-    ext = FastAPI(title="ipam scheduler extender", version=__version__)
+    ext = FastAPI(title="ipam scheduler extender", version=__version__, docs_url=None,
+                  redoc_url=None)
     ext.state = main.state
     _common(ext, settings)
     ext.include_router(extender.router)
