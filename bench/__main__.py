@@ -74,9 +74,15 @@ async def main_async(names: list[str], quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["real-scheduler"]:
+        # Its own command (a real control plane, minutes per size): not part of ``all``.
+        from bench import real_scheduler
+
+        return real_scheduler.main((sys.argv[1:] if argv is None else argv)[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("section", choices=["all", *SECTIONS],
-                        help="which section to run (all: every one, in order)")
+    parser.add_argument("section", choices=["all", *SECTIONS, "real-scheduler"],
+                        help="which section to run (all: every one, in order; "
+                             "real-scheduler: its own command, see real-scheduler --help)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (< 60 s): proves the benchmark works, figures mean "
                              "nothing")
