@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import FIXTURES
-from tests.e2e.test_quickstart import Service, env_for, free_port
+from tests.e2e.test_quickstart import Service, env_for, free_port, wait_until_answers
 
 
 def test_extender_on_its_own_port(db_url_sync: str, tmp_path: Path) -> None:
@@ -24,12 +23,10 @@ def test_extender_on_its_own_port(db_url_sync: str, tmp_path: Path) -> None:
     svc.start()
     try:
         # The extender listener starts right after the main one is up: wait for it too.
-        for _ in range(200):
-            try:
-                httpx.get(f"http://127.0.0.1:{extender_port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        proc = svc.proc
+        assert proc is not None
+        wait_until_answers(f"http://127.0.0.1:{extender_port}/healthz",
+                           lambda: proc.poll() is None, 30)
         body = (FIXTURES / "extender/filter-request-fullnodes.json").read_bytes()
         on_extender = httpx.post(f"http://127.0.0.1:{extender_port}/v1/filter", content=body)
         assert on_extender.status_code == 200
