@@ -8,7 +8,6 @@ listener the verbs are on the REST port only while it is open anyway (no token f
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 import subprocess
 from collections.abc import Awaitable
@@ -32,6 +31,7 @@ from tests.api.rest_conftest import (  # noqa: F401
 from tests.fakeapi.objects import make_node, make_pod
 from tests.fakeapi.server import FakeApiServer
 from tests.service_harness import RunningService
+from tests.system_packages import command
 
 TlsSettings = RestSettings
 
@@ -43,8 +43,7 @@ def _openssl(*args: str) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate, all from the CA."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed (apt-get install -y openssl)")
+    command("openssl", "openssl")
     d = tmp_path_factory.mktemp("pki")
     out = {n: d / n for n in ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem",
                               "client.key")}
@@ -164,8 +163,7 @@ def test_the_verbs_are_on_the_rest_port_only_where_it_is_open_anyway(tmp_path: P
 async def test_the_documented_certificates_work(rest: RunningService, tmp_path: Path) -> None:
     """docs/security.md's openssl block, run as written: the extender serves its certificate
     for the Service's DNS name and admits the scheduler's certificate, and nothing else."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed (apt-get install -y openssl)")
+    command("openssl", "openssl")
     text = (Path(__file__).parents[2] / "docs/security.md").read_text()
     block = text.split("### Make the certificates", 1)[1].split("```sh\n", 1)[1]
     script = block.split("```", 1)[0].replace("rsa:3072", "rsa:2048")  # same, quicker
