@@ -1,4 +1,10 @@
-"""JSON responses rendered by orjson (fast on large filter replies; handles dataclasses)."""
+"""JSON responses rendered by orjson (fast on large filter replies; handles dataclasses).
+
+Ours, not FastAPI's ``ORJSONResponse``: that one is deprecated (constructing it raises
+``FastAPIDeprecationWarning`` in the FastAPI of tests/constraints.txt, an error under -W error),
+and these bodies are built by hand (extender replies, error envelopes), with no response
+model for FastAPI's own serialisation to apply.
+"""
 
 from __future__ import annotations
 
