@@ -295,6 +295,7 @@ def serve(
     import uvicorn
 
     from ipam.api.auth import extender_tls_options
+    from ipam.api.connections import ConnectionGuard, server_options
     from ipam.app import create_app, create_extender_app, start_runtime
     from ipam.logs import configure as configure_logging
     from ipam.settings import get_settings
@@ -325,6 +326,13 @@ def serve(
         "log_level": settings.log_level.lower(), "log_config": None, "access_log": False,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds}
 
+    def guarded(app_: Any) -> dict[str, Any]:
+        """Idle and slow connections time out, and their number is capped, per listener."""
+        return server_options(app_, ConnectionGuard(
+            header_seconds=settings.http_header_timeout_seconds,
+            body_seconds=settings.http_body_timeout_seconds,
+            max_connections=settings.http_max_connections))
+
     class Follower(uvicorn.Server):
         """The extender listener: the main server owns the signals and the lifespan."""
 
@@ -338,13 +346,14 @@ def serve(
         runtime = await start_runtime(settings)
         try:
             app_ = create_app(settings, runtime=runtime)
-            main = uvicorn.Server(uvicorn.Config(app_, host=listen, port=port or settings.port,
-                                                 **common))
+            main = uvicorn.Server(uvicorn.Config(**guarded(app_), host=listen,
+                                                 port=port or settings.port, **common))
             if settings.extender_port is None:
                 await main.serve()
                 return
             follower = Follower(uvicorn.Config(
-                create_extender_app(settings, app_), host=settings.extender_host or listen,
+                **guarded(create_extender_app(settings, app_)),
+                host=settings.extender_host or listen,
                 port=settings.extender_port, lifespan="off", **common, **tls))
             task = asyncio.create_task(main.serve())
             while not main.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -647,6 +656,7 @@ class State(enum.StrEnum):
     reserved = "reserved"
     allocated = "allocated"
     kept = "kept"
+    quarantined = "quarantined"
 
 
 def _pod(item: dict[str, Any]) -> str | None:

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path("~/.local/share/ipam").expanduser()
     #: Largest request body accepted, in bytes (a 5,000-node full-object filter is ~20 MB).
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: A connection the service waits on is closed past these (ipam.api.connections): from
+    #: its opening, or the end of its last response, until its request headers are in ...
+    http_header_timeout_seconds: float = Field(10.0, gt=0)
+    #: ... and from the headers until the body is in (also: a response it does not read).
+    http_body_timeout_seconds: float = Field(30.0, gt=0)
+    #: Open connections per listener; at the cap a new one evicts the one that waited on its
+    #: client longest, and is refused (503) only when every connection is being served.
+    http_max_connections: int = Field(1000, ge=1)
     log_level: str = "INFO"
     #: One JSON object per log line (with the request id); false for plain text.
     log_json: bool = True
@@ -121,6 +129,10 @@ class Settings(BaseSettings):
     promise_ttl_seconds: float = Field(30.0, gt=0)
     #: Most promises one namespace may hold at once (filter is reachable by strangers too).
     promise_namespace_cap: int = Field(256, ge=1)
+    #: How long a released address cools down before another owner may take it (stale ARP,
+    #: conntrack and firewall state keyed on the old pod's IP), where the pool entry sets no
+    #: ``quarantineSeconds``; 0 frees at once. The same owner gets its address back at once.
+    quarantine_seconds: int = Field(30, ge=0, le=7 * 24 * 3600)
     reconciler: ReconcilerSettings = Field(default_factory=ReconcilerSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     leader: LeaderSettings = Field(default_factory=LeaderSettings)

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import IpamError
@@ -93,6 +94,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> OrjsonResponse:
         status, body, headers = http_error(request, exc)
         return OrjsonResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> OrjsonResponse:
+        # The client left (or was cut off by ipam.api.connections) before its body ended:
+        # nobody reads this answer, and it is not an error of ours to log.
+        return OrjsonResponse(error_body("client_disconnected", "the client went away before "
+                                         "its request body ended"), status_code=400)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> OrjsonResponse:
