@@ -86,12 +86,6 @@ def filter_names_body(pod: dict[str, Any], names: list[str]) -> bytes:
     return orjson.dumps({"Pod": pod, "Nodes": None, "NodeNames": names})
 
 
-def filter_nodes_body(pod: dict[str, Any], node_objects: list[dict[str, Any]]) -> bytes:
-    """nodeCacheCapable: false -- full v1.NodeList, ``"NodeNames": null``."""
-    return orjson.dumps({"Pod": pod, "Nodes": {"metadata": {}, "items": node_objects},
-                         "NodeNames": None})
-
-
 def bind_body(pod: dict[str, Any], node: str) -> bytes:
     meta = pod["metadata"]
     return orjson.dumps({"PodName": meta["name"], "PodNamespace": meta["namespace"],

@@ -306,13 +306,3 @@ def _check_disjoint(specs: Sequence[PoolSpec]) -> None:
             )
 
 
-def address_in_config(config: PoolConfig, text: str) -> tuple[PoolSpec, IPAddress]:
-    """The pool holding an address given by an operator or a pod annotation."""
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise ConfigError(f"{text!r} is not an IP address") from None
-    pool = config.pool_of(address)
-    if pool is None:
-        raise ConfigError(f"{address} is in no configured pool")
-    return pool, address

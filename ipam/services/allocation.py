@@ -24,7 +24,7 @@ from ipam.engine.release_policy import (
     owner_from_key,
     owner_of,
 )
-from ipam.errors import Conflict, InvalidInput, NotFound, PoolExhausted
+from ipam.errors import Conflict, InvalidInput, PoolExhausted
 from ipam.storage.database import Database, Store
 from ipam.storage.records import AddressRecord, AuditEntry, Holder, PoolRecord
 
@@ -451,13 +451,6 @@ class Allocator:
     async def pod_addresses(self, uid: str) -> list[AddressRecord]:
         async with self.db.transaction() as store:
             return await store.addresses.by_pod_uid(uid)
-
-    async def addresses_of_pod(self, namespace: str, name: str) -> list[AddressRecord]:
-        async with self.db.transaction() as store:
-            rows = await store.addresses.by_pod(namespace, name)
-        if not rows:
-            raise NotFound(f"pod {namespace}/{name} holds no address")
-        return rows
 
 
 async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool) -> AddressRecord:

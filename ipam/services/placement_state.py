@@ -182,9 +182,6 @@ class PoolCatalog:
         self.by_name[name] = (node_ip, pools)
         return pools
 
-    def by_id(self, pool_id: int) -> PoolRecord | None:
-        return next((p for p in self.pools if p.id == pool_id), None)
-
     def free(self, pool: PoolRecord) -> int:
         return pool.size - self.taken.get(pool.id, 0)
 

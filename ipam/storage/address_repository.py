@@ -231,12 +231,6 @@ class AddressRepository:
         assert isinstance(value, datetime)
         return value
 
-    async def taken_rows(self) -> list[AddressRecord]:
-        """Every allocated or kept row (the reconciler's snapshot of what we believe)."""
-        return await self._many(
-            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.state IN ('allocated', 'kept') ORDER BY a.address", {})
-
     async def owned_pods(self, owner_key: str) -> int:
         """How many pods' worth of addresses an owner holds (allocated or kept, slot 0)."""
         count = await self.sql.scalar((
@@ -263,13 +257,6 @@ class AddressRepository:
             "AND state = 'free' LIMIT :n FOR UPDATE SKIP LOCKED) s"),
             {"p": pool_id, "n": limit})
         return int(found or 0)
-
-    async def in_range_taken(self, pool_id: int, first: IPAddress, last: IPAddress) -> list[int]:
-        rows = await self.sql.rows(
-            "SELECT address FROM addresses WHERE pool_id = :p AND state <> 'free' "
-            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) ORDER BY address",
-            {"p": pool_id, "f": str(first), "l": str(last)})
-        return [int(inet_address(r["address"])) for r in rows]
 
     async def blocked_in_range(self, pool_id: int, first: IPAddress, last: IPAddress,
                                uid: str, owner_key: str | None) -> int:
@@ -312,18 +299,6 @@ class AddressRepository:
             "INSERT INTO addresses (pool_id, address) "
             "SELECT :p, unnest(CAST(:addrs AS inet[])) ON CONFLICT (address) DO NOTHING",
             {"p": pool_id, "addrs": addrs})
-
-    async def move_to_pool(self, from_pool: int, to_pool: int, first: IPAddress,
-                           last: IPAddress) -> None:
-        await self.sql.execute(
-            "UPDATE addresses SET pool_id = :to WHERE pool_id = :src "
-            "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet)",
-            {"to": to_pool, "src": from_pool, "f": str(first), "l": str(last)})
-
-    async def rows_of_pool(self, pool_id: int) -> list[AddressRecord]:
-        return await self._many(
-            f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.pool_id = :p ORDER BY a.address", {"p": pool_id})
 
     async def delete_free(self, row_ids: Sequence[int]) -> None:
         if row_ids:

@@ -37,7 +37,3 @@ class Locks:
         await self.sql.execute("SELECT pg_advisory_xact_lock(:ns, hashtext(:k))",
                                 {"ns": OWNER_LOCK_SPACE, "k": owner_key})
 
-    async def try_session_lock(self, key: int) -> bool:
-        """Non-blocking session lock (leader election); held until released or disconnect."""
-        got = await self.sql.scalar("SELECT pg_try_advisory_lock(:k)", {"k": key})
-        return bool(got)
