@@ -23,7 +23,7 @@ from ipam.storage.records import AddressRecord
 
 router = APIRouter(prefix="/v1", tags=["addresses"])
 
-State = Literal["free", "allocated", "kept", "reserved"]
+State = Literal["free", "allocated", "kept", "reserved", "quarantined"]
 #: Documents the address parameters precisely, so schema-driven clients send real addresses.
 IP_SCHEMA: dict[str, JsonValue] = {"anyOf": [{"type": "string", "format": "ipv4"},
                                  {"type": "string", "format": "ipv6"}]}
@@ -50,6 +50,9 @@ class AddressOut(BaseModel):
     allocated_at: datetime | None
     kept_since: datetime | None
     updated_at: datetime | None = Field(description="null for a free address without a row")
+    quarantined_until: datetime | None = Field(
+        default=None, description="In state quarantined: until when only its owner (`owner`) "
+                                  "may take it back; then it is free")
 
 
 class AddressList(BaseModel):
@@ -82,7 +85,8 @@ def _out(view: AddressView) -> AddressOut:
         state=cast(State, view.state),
         owner=view.owner, policy=view.policy, pod_namespace=view.pod_namespace,
         pod_name=view.pod_name, pod_uid=view.pod_uid, node=view.node, note=view.note,
-        allocated_at=view.allocated_at, kept_since=view.kept_since, updated_at=view.updated_at)
+        allocated_at=view.allocated_at, kept_since=view.kept_since, updated_at=view.updated_at,
+        quarantined_until=view.quarantined_until)
 
 
 def _outs(rows: list[AddressRecord]) -> list[AddressOut]:

@@ -26,7 +26,8 @@ class UsageCounts(BaseModel):
     allocated: int
     kept: int
     reserved: int
-    used: int = Field(description="allocated + kept + reserved")
+    quarantined: int = Field(0, description="Released, cooling down before reuse")
+    used: int = Field(description="allocated + kept + reserved + quarantined")
     free: int
 
 
@@ -43,6 +44,9 @@ class PoolOut(UsageCounts):
     vlan: int | None
     node_subnets: list[str]
     ips: list[str]
+    quarantine_seconds: int | None = Field(
+        None, description="The entry's quarantineSeconds; null: the service's default "
+                          "(IPAM_QUARANTINE_SECONDS)")
     ranges: list[RangeUsage]
 
 
@@ -72,7 +76,7 @@ class ConfigDiffOut(BaseModel):
 
 def _counts(c: Counts) -> dict[str, int]:
     return {"total": c.total, "allocated": c.allocated, "kept": c.kept, "reserved": c.reserved,
-            "used": c.used, "free": c.free}
+            "quarantined": c.quarantined, "used": c.used, "free": c.free}
 
 
 @router.get("/pools", response_model=PoolList, responses=error_responses(401, 403, 503))
@@ -100,6 +104,9 @@ _ENTRY: dict[str, Any] = {
         "gateway": {"type": "string"},
         "vlan": {"type": "integer", "minimum": 0, "maximum": 4094},
         "name": {"type": "string", "minLength": 1},
+        "quarantineSeconds": {"type": "integer", "minimum": 0, "maximum": 604800,
+                              "description": "Cool-down of a released address before another "
+                                             "owner may take it; 0: none"},
     },
     "required": ["ips", "subnet"],
     "oneOf": [{"required": ["routableSubnet"]}, {"required": ["nodeSubnets"]}],

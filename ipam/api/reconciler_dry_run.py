@@ -29,6 +29,7 @@ REPAIRS: dict[str, str] = {
     "kept_expired": "free the kept address",
     "owner_gone": "free the kept address",
     "scaled_down": "free the kept address",
+    "quarantine_over": "free the address (its quarantine has ended)",
     "missing_resource": "nothing (report only): fix the pod's resources",
 }
 

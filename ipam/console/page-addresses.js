@@ -1,7 +1,7 @@
 // The address grid of a pool, coloured by state; an address's holder, actions and history.
 
 import { api } from "./api.js";
-import { stateInfo, paint } from "./states.js";
+import { stateInfo, paint, takenStates } from "./states.js";
 import { go, href, isAdmin } from "./session.js";
 import {
   badge, clear, el, errorNotice, kv, legend, loading, notice, num, stamp, when,
@@ -142,6 +142,7 @@ async function detail(panel, ip, params) {
     ["Note", a.note],
     ["Allocated", a.allocated_at ? stamp(a.allocated_at) : null],
     ["Kept since", a.kept_since ? stamp(a.kept_since) : null],
+    ["Quarantined until", a.quarantined_until ? stamp(a.quarantined_until) : null],
     ["Updated", a.updated_at ? stamp(a.updated_at) : null],
   ]);
   const hist = el("div", { class: "history-box" }, loading("history"));
@@ -172,7 +173,7 @@ export async function renderAddresses(view, params, { stale }) {
     pools.items.map((p) => el("option", { value: p.name, selected: p.name === q.pool }, p.name)));
   const stateSel = el("select", { id: "state-select", "aria-label": "state" },
     el("option", { value: "" }, "any state"),
-    ["free", "allocated", "kept", "reserved"].map((s) =>
+    ["free", ...takenStates()].map((s) =>
       el("option", { value: s, selected: s === q.state }, stateInfo(s).label)));
   const subnet = el("input", { type: "text", id: "subnet", placeholder: "subnet, e.g. 10.0.1.0/24",
     value: q.subnet || "", size: 22 });

@@ -7,6 +7,10 @@ addresses, one address in two entries, a CIDR where an address belongs, vlan out
 What galaxy reads leniently and is unambiguous is read the same way, with a warning in
 ``PoolConfig.warnings``: host bits in a subnet (``10.0.1.2/24`` is ``10.0.1.0/24``), which
 galaxy masks away, so its users' files load unchanged.
+
+One key of ours besides ``name``: ``quarantineSeconds``, how long a released address of the
+entry cools down before another owner may take it (0: at once; absent: the service's
+``IPAM_QUARANTINE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
@@ -29,10 +33,14 @@ from ipam.engine.ip_ranges import (
 )
 from ipam.errors import ConfigError
 
-#: The keys galaxy defines, plus ``name`` (ours: a stable pool name chosen by the operator).
+#: The keys galaxy defines, plus ours: ``name`` (a stable pool name chosen by the operator)
+#: and ``quarantineSeconds`` (the cool-down of a released address).
 KNOWN_KEYS = frozenset(
-    {"routableSubnet", "nodeSubnets", "ips", "subnet", "gateway", "vlan", "name"}
+    {"routableSubnet", "nodeSubnets", "ips", "subnet", "gateway", "vlan", "name",
+     "quarantineSeconds"}
 )
+#: A week: longer is a typo (a pool whose released addresses never come back).
+MAX_QUARANTINE_SECONDS = 7 * 24 * 3600
 MAX_ENTRIES = 10_000
 #: A galaxy config of 10,000 entries is ~2 MB; anything much larger is not a pool config.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -49,6 +57,8 @@ class PoolSpec:
     gateway: IPAddress | None
     vlan: int | None
     ranges: tuple[IpRange, ...]
+    #: ``quarantineSeconds``; ``None``: the service's default.
+    quarantine_seconds: int | None = None
 
     @property
     def size(self) -> int:
@@ -77,6 +87,8 @@ class PoolSpec:
             out["gateway"] = str(self.gateway)
         if self.vlan is not None:
             out["vlan"] = self.vlan
+        if self.quarantine_seconds is not None:
+            out["quarantineSeconds"] = self.quarantine_seconds
         return out
 
 
@@ -162,7 +174,8 @@ def _parse_entry(index: int, entry: Any, warnings: list[str]) -> PoolSpec:
     gateway = _gateway(index, entry, subnet)
     vlan = _vlan(index, entry.get("vlan"))
     ranges = _ranges(index, entry.get("ips"), subnet, gateway)
-    return PoolSpec("", index, node_subnets, subnet, gateway, vlan, ranges)
+    return PoolSpec("", index, node_subnets, subnet, gateway, vlan, ranges,
+                    _quarantine(index, entry.get("quarantineSeconds")))
 
 
 def _node_subnets(index: int, entry: Mapping[str, Any], warnings: list[str]
@@ -237,6 +250,19 @@ def _vlan(index: int, raw: Any) -> int | None:
     return raw
 
 
+def _quarantine(index: int, raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        hint = f" (write {raw}, not \"{raw}\")" if isinstance(raw, str) and raw.isdigit() else ""
+        raise ConfigError(f"must be a whole number of seconds{hint}", entry=index,
+                          field="quarantineSeconds")
+    if not 0 <= raw <= MAX_QUARANTINE_SECONDS:
+        raise ConfigError(f"{raw} is outside 0-{MAX_QUARANTINE_SECONDS} (0: no quarantine)",
+                          entry=index, field="quarantineSeconds")
+    return raw
+
+
 def _ranges(index: int, raw: Any, subnet: IPNetwork, gateway: IPAddress | None
             ) -> tuple[IpRange, ...]:
     if not isinstance(raw, list) or not raw:
@@ -290,8 +316,7 @@ def _name_pools(specs: Sequence[PoolSpec], document: Sequence[Any]) -> list[Pool
                 n += 1
                 name = f"{base}-{n}"
         seen[name] = spec.position
-        out.append(PoolSpec(name, spec.position, spec.node_subnets, spec.subnet, spec.gateway,
-                            spec.vlan, spec.ranges))
+        out.append(replace(spec, name=name))
     return out
 
 

@@ -59,6 +59,10 @@ class Controllers:
         rt.extras["controllers"] = self
         self.supervisor.every("catalog-refresh", settings.catalog_refresh_seconds,
                               self._refresh_catalog)
+        # Quarantines that are over go back to free promptly (allocations end them lazily
+        # too, but only in a pool that has nothing else left), on the leader only.
+        self.supervisor.every("quarantine-sweep", settings.catalog_refresh_seconds,
+                              self._end_quarantines)
         if not kube_configured(settings):
             log.warning("no Kubernetes configuration: extender bind and watchers are off")
             return
@@ -133,6 +137,11 @@ class Controllers:
     async def _refresh_catalog(self) -> None:
         await self.runtime.catalog.refresh(self.runtime.db)
 
+    async def _end_quarantines(self) -> None:
+        if self.leadership is not None and not self.leadership.is_leader:
+            return
+        await self.runtime.allocator.end_quarantines()
+
     def collect(self) -> list[Metric]:
         """Scrape-time gauges: pool usage, watches, tasks, reconciler, leadership, DB pool."""
         rt = self.runtime
@@ -142,7 +151,8 @@ class Controllers:
                           ([u.pool.name, str(u.pool.vlan or 0), state], float(value))
                           for u in usage for state, value in (
                               ("allocated", u.allocated), ("kept", u.kept),
-                              ("reserved", u.reserved), ("free", u.free))))
+                              ("reserved", u.reserved), ("quarantined", u.quarantined),
+                              ("free", u.free))))
         watches = self.informers
         up = gauge("ipam_watch_up", "1 while the watch of a resource is established.",
                    ["resource"], (([i.name], float(rt.readiness.conditions.get(

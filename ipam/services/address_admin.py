@@ -32,7 +32,7 @@ from ipam.engine.ip_ranges import IPAddress, IPNetwork
 from ipam.engine.pod import ENI_IP_RESOURCE, NETWORKS_ANNOTATION, PodFacts
 from ipam.engine.pool_config import PoolConfig, load_document, parse_pool_config
 from ipam.errors import Conflict, InvalidInput, IpamError, NotFound, NotManaged
-from ipam.services.allocation import Actor, audit_entry
+from ipam.services.allocation import Actor, audit_entry, release_action
 from ipam.services.pool_config import ConfigDiff, PoolUsage
 from ipam.services.runtime import Runtime
 from ipam.storage.address_query import AddressFilter, AddressQuery, FreeSlot, NamedPoolQuery
@@ -45,7 +45,7 @@ MAX_LIMIT = 1000
 #: How long the CNI's "why has this pod no address" may wait for the API server.
 POD_LOOKUP_SECONDS = 2.0
 RESERVED_PREFIX = "reserved/"
-ADDRESS_STATES = ("free", "allocated", "kept", "reserved")
+ADDRESS_STATES = ("free", "allocated", "kept", "reserved", "quarantined")
 
 
 # -- pods the service did not see itself ----------------------------------------------------
@@ -147,6 +147,7 @@ class AddressView:
     allocated_at: datetime | None = None
     kept_since: datetime | None = None
     updated_at: datetime | None = None
+    quarantined_until: datetime | None = None
 
     @classmethod
     def of(cls, item: AddressRecord | FreeSlot) -> AddressView:
@@ -156,7 +157,7 @@ class AddressView:
         r = item
         return cls(r.address, r.pool, r.prefix_length, r.gateway, r.vlan, r.state, r.owner_key,
                    r.policy, r.pod_namespace, r.pod_name, r.pod_uid, r.node, r.note,
-                   r.allocated_at, r.kept_since, r.updated_at)
+                   r.allocated_at, r.kept_since, r.updated_at, r.quarantined_until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +172,11 @@ class Counts:
     allocated: int = 0
     kept: int = 0
     reserved: int = 0
+    quarantined: int = 0
 
     @property
     def used(self) -> int:
-        return self.allocated + self.kept + self.reserved
+        return self.allocated + self.kept + self.reserved + self.quarantined
 
     @property
     def free(self) -> int:
@@ -183,11 +185,12 @@ class Counts:
     @classmethod
     def of(cls, total: int, states: dict[str, int]) -> Counts:
         return cls(total, states.get("allocated", 0), states.get("kept", 0),
-                   states.get("reserved", 0))
+                   states.get("reserved", 0), states.get("quarantined", 0))
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(self.total + other.total, self.allocated + other.allocated,
-                      self.kept + other.kept, self.reserved + other.reserved)
+                      self.kept + other.kept, self.reserved + other.reserved,
+                      self.quarantined + other.quarantined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,9 @@ def _pool_of(pools: Sequence[PoolRecord], address: IPAddress) -> PoolRecord | No
 def _held_by(row: AddressRecord) -> str:
     if row.state == "allocated":
         return f"allocated to pod {row.pod_namespace}/{row.pod_name} (uid {row.pod_uid})"
+    if row.state == "quarantined":
+        return (f"quarantined until {row.quarantined_until} (released by {row.owner_key}; "
+                "release it again to end that now)")
     return f"{row.state} for {row.owner_key}"
 
 
@@ -311,7 +317,7 @@ class AddressAdmin:
         for pool in pools:
             states = counts.get(pool.id, {})
             usage = PoolUsage(pool, states.get("allocated", 0), states.get("kept", 0),
-                              states.get("reserved", 0))
+                              states.get("reserved", 0), states.get("quarantined", 0))
             ranges = [(str(r), Counts.of(r.size, per_range.get((pool.id, r.first), {})))
                       for r in pool.ranges]
             details.append(PoolDetail(usage, ranges))
@@ -457,7 +463,10 @@ class AddressAdmin:
 
     async def _free(self, rows: Sequence[AddressRecord], actor: Actor, reason: str
                     ) -> list[AddressRecord]:
+        """Released rows a pod used lately are quarantined; releasing a quarantined row
+        again ends its quarantine now (the operator's way out)."""
         changes: list[tuple[AddressRecord, AddressRecord]] = []
+        cool = self.runtime.allocator.quarantine_seconds
         async with self.db.transaction() as store:
             for row in sorted(rows, key=lambda r: (r.address.version, int(r.address))):
                 locked = await store.addresses.by_address(row.address, lock=True)
@@ -468,9 +477,9 @@ class AddressAdmin:
                     raise Conflict(f"{row.address} changed while it was being released (now "
                                    f"{_held_by(locked)}); look again and retry",
                                    address=str(row.address))
-                changes.append((locked, await store.addresses.free(locked.id)))
-            await store.audit.record(*(audit_entry(actor, "release", before, after, reason)
-                                       for before, after in changes))
+                changes.append((locked, await store.addresses.release(locked.id, cool)))
+            await store.audit.record(*(audit_entry(actor, release_action(after), before, after,
+                                                   reason) for before, after in changes))
         self._notify(changes)
         return [after for _, after in changes]
 
@@ -550,14 +559,15 @@ class AddressAdmin:
             for row in rows:
                 locked = await store.addresses.by_address(row.address, lock=True)
                 if locked is not None and locked.state == "kept" and locked.owner_key == owner:
-                    changes.append((locked, await store.addresses.free(locked.id)))
+                    changes.append((locked, await store.addresses.release(
+                        locked.id, self.runtime.allocator.quarantine_seconds)))
             await store.audit.record(AuditEntry(
                 actor=actor.name, action="pool.delete", owner_key=owner,
                 before={"size": before.size, "preAllocateIP": before.pre_allocate_ip}
                 if before is not None else None,
                 reason=f"named pool {name}; {len(changes)} unused address(es) freed",
                 request_id=actor.request_id))
-            await store.audit.record(*(audit_entry(actor, "release", b, a, f"pool {name} deleted")
-                                       for b, a in changes))
+            await store.audit.record(*(audit_entry(actor, release_action(a), b, a,
+                                                   f"pool {name} deleted") for b, a in changes))
         self._notify(changes)
         return [a for _, a in changes]

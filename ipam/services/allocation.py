@@ -3,6 +3,10 @@
 Every call is one transaction: the address rows and their audit rows commit together or not
 at all. Idempotent by pod UID: a second call for a pod that already holds addresses returns
 them and writes nothing, so a retried scheduler bind allocates nothing new.
+
+A pod's release quarantines its address (docs/design.md, "Cool-down before reuse"): until the
+pool's period is over only the same owner may take it back; then it is free again, freed by
+the allocator of a pool that has nothing else left, or by the periodic sweep.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ LOCKED_RETRIES = 5
 GROW_ATTEMPTS = 8
 #: Grow when fewer unlocked free rows than this remain (about the bind concurrency).
 GROW_LOW_WATER = 64
+#: Quarantines ended per statement by the sweep (an allocation ends ``GROW_LOW_WATER``).
+SWEEP_BATCH = 500
 
 
 class _NeedsRows(Exception):
@@ -55,6 +61,16 @@ class Actor:
 
 
 UsageListener = Callable[[AddressRecord | None, AddressRecord | None], None]
+#: Who ends a quarantine that is over, in the audit trail (unless the reconciler does).
+QUARANTINE_ACTOR = Actor("quarantine")
+QUARANTINE_OVER = "quarantine over"
+
+
+def release_action(after: AddressRecord) -> str:
+    """The audit action of a pod letting go of a row: keep, quarantine or release."""
+    if after.state == "kept":
+        return "keep"
+    return "quarantine" if after.state == "quarantined" else "release"
 
 
 def audit_entry(actor: Actor, action: str, before: AddressRecord | None,
@@ -78,9 +94,13 @@ def audit_entry(actor: Actor, action: str, before: AddressRecord | None,
 class Allocator:
     """The one place addresses change hands."""
 
-    def __init__(self, db: Database, *, chunk: int = MATERIALIZE_CHUNK) -> None:
+    def __init__(self, db: Database, *, chunk: int = MATERIALIZE_CHUNK,
+                 quarantine_seconds: int = 0) -> None:
         self.db = db
         self.chunk = chunk
+        #: A released address's cool-down where its pool sets none (``Settings`` carries the
+        #: service's default; 0 frees at once, as before quarantine existed).
+        self.quarantine_seconds = quarantine_seconds
         self.listeners: list[UsageListener] = []
 
     def _notify(self, before: AddressRecord | None, after: AddressRecord | None) -> None:
@@ -119,10 +139,18 @@ class Allocator:
                              node: str | None, actor: Actor, groups: Sequence[object],
                              *, grow_inline: bool) -> list[tuple[str | None, AddressRecord]]:
         changes: list[tuple[AddressRecord | None, AddressRecord]] = []
+        ended: list[tuple[AddressRecord, AddressRecord]] = []
         owner = owner_of(pod)
-        owner_key = owner.key if owner.kind is not OwnerKind.POD else None
+        policy = ReleasePolicy.of(pod)
+        # A bare pod's key is its name: rows kept for that name (a keeping policy) or
+        # quarantined after its predecessor's release are its own to take back.
+        owner_key = owner.key
+        # Another pod of the same name still holding an address changes nothing for a
+        # default-policy pod: only its quarantined rows (and its own) do.
+        plain_owner = not owner.keeps_per_pod or (owner.kind is OwnerKind.POD
+                                                  and not policy.keeps)
         holder = Holder(
-            state="allocated", owner_key=owner.key, policy=ReleasePolicy.of(pod).value,
+            state="allocated", owner_key=owner.key, policy=policy.value,
             pod_namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid, node=node,
             kept_ttl_seconds=kept_ttl_seconds(pod),
         )
@@ -138,7 +166,7 @@ class Allocator:
             # transaction below decides.
             async with self.db.single_statement() as store:
                 held, taken = await store.addresses.held_or_take(
-                    owner_key, pools[0].id, holder, plain_owner=not owner.keeps_per_pod,
+                    owner_key, pools[0].id, holder, plain_owner=plain_owner,
                     actor=actor.name, request_id=actor.request_id)
                 existing = [rec for rec in held if rec.pod_uid == pod.uid]
                 if taken is None and existing:
@@ -164,49 +192,52 @@ class Allocator:
                 for slot, group in enumerate(groups):
                     changes.append(await self._take_requested(
                         store, pod, owner, group, pools,  # type: ignore[arg-type]
-                        replace(holder, slot=slot), slot))
+                        replace(holder, slot=slot), slot, ended))
             else:
                 changes.append(await self._take_one(store, pod, owner, pools, holder, held,
-                                                    grow_inline))
+                                                    grow_inline, ended))
             await store.audit.record(*(
                 audit_entry(actor, "reuse" if before is not None else "allocate", before, after)
                 for before, after in changes))
-        for before, after in changes:
+        for before, after in [*ended, *changes]:
             self._notify(before, after)
         return [(before.state if before is not None else "free", after)
                 for before, after in changes]
 
     async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
                         pools: Sequence[PoolRecord], holder: Holder,
-                        held: Sequence[AddressRecord], grow_inline: bool = True
+                        held: Sequence[AddressRecord], grow_inline: bool = True,
+                        ended: list[tuple[AddressRecord, AddressRecord]] | None = None
                         ) -> tuple[AddressRecord | None, AddressRecord]:
         """``held``: the owner's rows, read in this transaction (rows of other owners and
-        of the pod itself may be among them)."""
+        of the pod itself may be among them). The owner's kept rows come first, then its
+        quarantined ones (its own, at once), then a fresh address."""
         pool_ids = [p.id for p in pools]
-        if owner.kind is not OwnerKind.POD:
-            held = [r for r in held if r.owner_key == owner.key]
-            if owner.keeps_per_pod:
-                busy = [r for r in held if r.state == "allocated" and r.pod_uid != pod.uid]
-                if busy:
-                    raise Conflict(
-                        f"{busy[0].address} of {owner.key} is still held by pod "
-                        f"{busy[0].pod_namespace}/{busy[0].pod_name} (uid {busy[0].pod_uid}); "
-                        "it is handed over once that pod's deletion is processed",
-                        owner=owner.key, address=str(busy[0].address))
-            # The kept row is locked (SKIP LOCKED) only when there is one to take.
-            kept = (await store.addresses.kept_for_owner(owner.key, pool_ids)
-                    if any(r.state == "kept" and r.pool_id in pool_ids for r in held) else None)
-            if kept is not None:
-                return kept, await store.addresses.change(kept.id, holder)
-            if owner.kind is OwnerKind.POOL:
-                await self._check_named_pool_room(store, owner)
-            if owner.keeps_per_pod and any(r.state == "kept" for r in held):
-                where = ", ".join(str(r.address) for r in held if r.state == "kept")
+        held = [r for r in held if r.owner_key == owner.key]
+        keeps = owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps
+        if keeps and owner.keeps_per_pod:
+            busy = [r for r in held if r.state == "allocated" and r.pod_uid != pod.uid]
+            if busy:
                 raise Conflict(
-                    f"{owner.key} keeps {where}, which no pool routable from node "
-                    f"{holder.node} contains", owner=owner.key)
+                    f"{busy[0].address} of {owner.key} is still held by pod "
+                    f"{busy[0].pod_namespace}/{busy[0].pod_name} (uid {busy[0].pod_uid}); "
+                    "it is handed over once that pod's deletion is processed",
+                    owner=owner.key, address=str(busy[0].address))
+        states = ("kept", "quarantined") if keeps else ("quarantined",)
+        # The row is locked (SKIP LOCKED) only when there is one to take.
+        own = (await store.addresses.kept_for_owner(owner.key, pool_ids, states=states)
+               if any(r.state in states and r.pool_id in pool_ids for r in held) else None)
+        if own is not None:
+            return own, await store.addresses.change(own.id, holder)
+        if owner.kind is OwnerKind.POOL:
+            await self._check_named_pool_room(store, owner)
+        if keeps and owner.keeps_per_pod and any(r.state == "kept" for r in held):
+            where = ", ".join(str(r.address) for r in held if r.state == "kept")
+            raise Conflict(
+                f"{owner.key} keeps {where}, which no pool routable from node "
+                f"{holder.node} contains", owner=owner.key)
         for pool in pools:
-            record = await self.take_fresh(store, pool, holder, grow_inline)
+            record = await self.take_fresh(store, pool, holder, grow_inline, ended)
             if record is not None:
                 return None, record
         names = ", ".join(p.name for p in pools)
@@ -250,7 +281,12 @@ class Allocator:
                 await store.pools.set_high_water(pool.id, addrs[-1])
 
     async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder,
-                         grow_inline: bool = True) -> AddressRecord | None:
+                         grow_inline: bool = True,
+                         ended: list[tuple[AddressRecord, AddressRecord]] | None = None
+                         ) -> AddressRecord | None:
+        """The pool's lowest free address for ``holder``, growing the pool when it can; a
+        pool with nothing left to grow first ends the quarantines that are over (their
+        changes go to ``ended``, for the caller to announce after commit)."""
         locked_retries = 0
         while True:
             record = await store.addresses.take_free(pool.id, holder)
@@ -274,7 +310,10 @@ class Allocator:
                 await store.addresses.materialize(pool.id, addrs)
                 await store.pools.set_high_water(pool.id, addrs[-1])
                 continue
-            # Fully materialised: free rows may exist but be locked by other allocators.
+            # Fully materialised: quarantines that are over are free rows in waiting.
+            if await end_quarantines(store, pool.id, GROW_LOW_WATER, QUARANTINE_ACTOR, ended):
+                continue
+            # Free rows may exist but be locked by other allocators.
             if locked_retries >= LOCKED_RETRIES or not await store.addresses.has_free(pool.id):
                 return None
             locked_retries += 1
@@ -282,9 +321,11 @@ class Allocator:
 
     async def _take_requested(self, store: Store, pod: PodFacts, owner: Owner,
                               group: Sequence[IpRange], pools: Sequence[PoolRecord],
-                              holder: Holder, slot: int
+                              holder: Holder, slot: int,
+                              ended: list[tuple[AddressRecord, AddressRecord]] | None = None
                               ) -> tuple[AddressRecord | None, AddressRecord]:
-        """One address from any range of ``group``; kept ones of the owner first."""
+        """One address from any range of ``group``; the owner's kept (then quarantined)
+        ones first."""
         placed: list[tuple[IpRange, PoolRecord]] = []
         for rng in group:
             pool = next((p for p in pools if any(covers(r, rng) for r in p.ranges)), None)
@@ -294,14 +335,18 @@ class Allocator:
             raise PoolExhausted(
                 f"request_ip_range[{slot}] ({', '.join(map(str, group))}) is in no pool "
                 f"routable from node {holder.node}", pod=pod.key, slot=slot)
-        if owner.kind is not OwnerKind.POD:
-            for rec in await store.addresses.by_owner(owner.key):
-                if rec.state == "kept" and any(rec.address in rng for rng, _ in placed):
-                    locked = await store.addresses.by_address(rec.address, lock=True)
-                    if locked is not None and locked.state == "kept":
-                        return locked, await store.addresses.change(locked.id, holder)
+        keeps = owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps
+        states = ("kept", "quarantined") if keeps else ("quarantined",)
+        mine = [r for r in await store.addresses.by_owner(owner.key, quarantined=True)
+                if r.state in states and any(r.address in rng for rng, _ in placed)]
+        for rec in sorted(mine, key=lambda r: r.state != "kept"):
+            locked = await store.addresses.by_address(rec.address, lock=True)
+            if (locked is not None and locked.state in states
+                    and locked.owner_key == owner.key):
+                return locked, await store.addresses.change(locked.id, holder)
         for rng, pool in placed:
             cursor: int | None = None
+            over = True
             while True:
                 record = await store.addresses.take_free_in_range(
                     pool.id, rng.first_address, rng.last_address, holder)
@@ -309,6 +354,11 @@ class Allocator:
                     return None, record
                 chunk = walk([rng], cursor, self.chunk)
                 if not chunk:
+                    # Quarantines that are over (once): then the range is really taken.
+                    if over and await end_quarantines(store, pool.id, SWEEP_BATCH,
+                                                      QUARANTINE_ACTOR, ended):
+                        over = False
+                        continue
                     break
                 cursor = chunk[-1]
                 await store.addresses.materialize(
@@ -319,17 +369,21 @@ class Allocator:
 
     # -- release ------------------------------------------------------------------------
     async def release_pod(self, uid: str, *, keep: bool | Callable[[AddressRecord], bool],
-                          actor: Actor, reason: str) -> list[AddressRecord]:
-        """Free (or keep for the owner) every address of the pod with this UID."""
+                          actor: Actor, reason: str,
+                          cool: bool | Callable[[AddressRecord], bool] = True
+                          ) -> list[AddressRecord]:
+        """Free (or keep for the owner) every address of the pod with this UID; what is
+        freed is quarantined when ``cool`` says so (a pod may have used it)."""
         changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
             for row in await store.addresses.by_pod_uid(uid, lock=True):
                 keeps = keep if isinstance(keep, bool) else keep(row)
-                after = await _keep_or_free(store, row, keep=keeps)
+                cools = cool if isinstance(cool, bool) else cool(row)
+                after = await _keep_or_free(store, row, keep=keeps, quarantine=(
+                    self.quarantine_seconds if cools else None))
                 changes.append((row, after))
             await store.audit.record(*(
-                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
-                       reason)
+                audit_entry(actor, release_action(after), before, after, reason)
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
@@ -360,11 +414,11 @@ class Allocator:
             owned = await store.addresses.owned_pods(owner_key)
             decision = decide(owner_from_key(owner_key), rows[0].policy, owned)
             for row in rows:
-                after = await _keep_or_free(store, row, keep=decision.keep)
+                after = await _keep_or_free(store, row, keep=decision.keep,
+                                            quarantine=self.quarantine_seconds)
                 changes.append((row, after))
             await store.audit.record(*(
-                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
-                       decision.reason)
+                audit_entry(actor, release_action(after), before, after, decision.reason)
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
@@ -374,7 +428,8 @@ class Allocator:
                                     ) -> bool:
         """Free a never-bound pod's reservation unless a bind touched it since ``stale_before``.
 
-        Addresses the pod reused from its owner go back to the owner (kept), not to the pool.
+        Addresses the pod reused from its owner go back to the owner (kept), not to the pool;
+        the others are free at once (no pod ran with them: nothing to cool down).
         """
         changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
@@ -383,11 +438,11 @@ class Allocator:
                 return False
             for row in rows:
                 keeps = row.owner_key is not None and not row.owner_key.startswith("pod/")
-                after = await _keep_or_free(store, row, keep=keeps)
+                after = await _keep_or_free(store, row, keep=keeps, quarantine=None)
                 changes.append((row, after))
             await store.audit.record(*(
-                audit_entry(actor, "keep" if after.state == "kept" else "release", before, after,
-                       "reserved at bind but the pod never got a node")
+                audit_entry(actor, release_action(after), before, after,
+                            "reserved at bind but the pod never got a node")
                 for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
@@ -395,13 +450,15 @@ class Allocator:
 
     async def release_kept(self, address: IPAddress, owner_key: str, *, actor: Actor,
                            reason: str) -> bool:
-        """Free one kept address if it is still kept by that owner (checked under lock)."""
+        """Free one kept address if it is still kept by that owner (checked under lock);
+        quarantined until its pool's period after it was last used, if that is still ahead."""
         async with self.db.transaction() as store:
             row = await store.addresses.by_address(address, lock=True)
             if row is None or row.state != "kept" or row.owner_key != owner_key:
                 return False
-            after = await store.addresses.free(row.id)
-            await store.audit.record(audit_entry(actor, "release", row, after, reason))
+            after = await store.addresses.release(row.id, self.quarantine_seconds)
+            await store.audit.record(audit_entry(actor, release_action(after), row, after,
+                                                 reason))
         self._notify(row, after)
         return True
 
@@ -419,7 +476,8 @@ class Allocator:
             assert row is not None
             if row.state == "allocated" and row.pod_uid == pod.uid:
                 return row
-            if row.state not in ("free", "kept") or (
+            # A quarantined address a running pod uses is that pod's: record what is true.
+            if row.state not in ("free", "kept", "quarantined") or (
                     row.state == "kept" and row.owner_key != owner.key):
                 raise Conflict(f"{address} is used by pod {pod.key} but held as {row.state} "
                                f"by {row.owner_key}", address=str(address))
@@ -441,22 +499,62 @@ class Allocator:
                     continue
                 if only_kept and locked.state != "kept":
                     continue
-                changes.append((locked, await store.addresses.free(locked.id)))
+                changes.append((locked, await store.addresses.release(
+                    locked.id, self.quarantine_seconds)))
             await store.audit.record(*(
-                audit_entry(actor, "release", before, after, reason) for before, after in changes))
+                audit_entry(actor, release_action(after), before, after, reason)
+                for before, after in changes))
         for before, after in changes:
             self._notify(before, after)
         return [after for _, after in changes]
+
+    # -- quarantine ---------------------------------------------------------------------
+    async def end_quarantines(self, *, actor: Actor = QUARANTINE_ACTOR,
+                              limit: int = SWEEP_BATCH) -> list[AddressRecord]:
+        """Free up to ``limit`` quarantined addresses whose time is up (the sweep)."""
+        ended: list[tuple[AddressRecord, AddressRecord]] = []
+        async with self.db.transaction() as store:
+            await end_quarantines(store, None, limit, actor, ended)
+        for before, after in ended:
+            self._notify(before, after)
+        return [before for before, _ in ended]
+
+    async def quarantines_over(self, limit: int = SWEEP_BATCH) -> list[AddressRecord]:
+        """Quarantined addresses past their end, not freed yet (read only)."""
+        async with self.db.transaction() as store:
+            return await store.addresses.quarantine_over(None, limit, lock=False)
 
     async def pod_addresses(self, uid: str) -> list[AddressRecord]:
         async with self.db.transaction() as store:
             return await store.addresses.by_pod_uid(uid)
 
 
-async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool) -> AddressRecord:
-    """The pod is done with ``row``: keep it for the row's owner, or give it back."""
+async def end_quarantines(store: Store, pool_id: int | None, limit: int, actor: Actor,
+                          ended: list[tuple[AddressRecord, AddressRecord]] | None
+                          ) -> int:
+    """Free quarantined rows whose time is up (one pool, or all), each with its audit row;
+    rows another transaction holds are skipped. Returns how many; the changes go to
+    ``ended`` for the caller to announce after commit."""
+    rows = await store.addresses.quarantine_over(pool_id, limit)
+    changes = [(row, await store.addresses.free(row.id)) for row in rows]
+    await store.audit.record(*(
+        audit_entry(actor, "release", before, after,
+                    f"{QUARANTINE_OVER} (until {before.quarantined_until})")
+        for before, after in changes))
+    if ended is not None:
+        ended.extend(changes)
+    return len(changes)
+
+
+async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool,
+                        quarantine: int | None) -> AddressRecord:
+    """The pod is done with ``row``: keep it for the row's owner, or give it back -
+    quarantined by the pool's period (``quarantine``: the default one), or at once
+    (``None``: no pod used it)."""
     if not keep:
-        return await store.addresses.free(row.id)
+        if quarantine is None:
+            return await store.addresses.free(row.id)
+        return await store.addresses.release(row.id, quarantine)
     return await store.addresses.change(row.id, Holder(
         state="kept", owner_key=row.owner_key or f"pod/{row.pod_namespace}/{row.pod_name}",
         policy=row.policy, pod_namespace=row.pod_namespace, pod_name=row.pod_name,

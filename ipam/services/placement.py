@@ -132,17 +132,22 @@ class Placement:
 
     # -- filter ---------------------------------------------------------------------------
     async def _rows(self, pod: PodFacts) -> list[AddressRecord]:
-        """What the pod holds and everything its owner holds (one indexed read)."""
-        owner = owner_of(pod)
-        key = owner.key if owner.kind is not OwnerKind.POD or ReleasePolicy.of(pod).keeps \
-            else None
+        """What the pod holds and everything of its owner's key (a bare pod's is its name),
+        quarantined rows included (one indexed read)."""
         async with self.db.single_statement() as store:
-            return await store.addresses.held_for(pod.uid, key)
+            return await store.addresses.held_for(pod.uid, owner_of(pod).key)
+
+    @staticmethod
+    def _kept(pod: PodFacts, rows: Sequence[AddressRecord]) -> list[AddressRecord]:
+        """The owner's kept rows this pod takes (a default-policy bare pod takes none)."""
+        if owner_of(pod).kind is OwnerKind.POD and not ReleasePolicy.of(pod).keeps:
+            return []
+        return [r for r in rows if r.state == "kept"]
 
     async def _held(self, pod: PodFacts) -> list[AddressRecord]:
         rows = await self._rows(pod)
         mine = [r for r in rows if r.pod_uid == pod.uid]
-        return mine or [r for r in rows if r.state == "kept"]
+        return mine or self._kept(pod, rows) or [r for r in rows if r.state == "quarantined"]
 
     async def _owner_gate(self, pod: PodFacts, owner: Owner, rows: list[AddressRecord]
                           ) -> tuple[str | None, bool]:
@@ -160,7 +165,9 @@ class Placement:
         if self.workloads is None or self.cluster is None:
             return None, False
         for _ in range(2):
-            others = [r for r in rows if r.owner_key == owner.key and r.pod_uid != pod.uid]
+            # Quarantined rows are released: the owner holds them no more.
+            others = [r for r in rows if r.owner_key == owner.key and r.pod_uid != pod.uid
+                      and r.state != "quarantined"]
             if not others:
                 return None, False
             workload = await self.workloads.workload(owner)
@@ -229,7 +236,10 @@ class Placement:
             return FilterOutcome([], {}, dict.fromkeys(names, reason))
         rows = await self._rows(pod)
         mine = [r for r in rows if r.pod_uid == pod.uid]
-        held = mine or [r for r in rows if r.state == "kept"]
+        held = mine or self._kept(pod, rows)
+        # The owner's own quarantined addresses: bind gives them back at once, so a node that
+        # routes one passes whatever the pool's count says (quarantine counts as taken).
+        reclaim = [] if mine else [r for r in rows if r.state == "quarantined"]
         owner = owner_of(pod)
         # A named pool's kept addresses pin its next pod to the nodes that route them, as
         # galaxy does (TestFilterForDeploymentIPPool): the pool reuses before it grows.
@@ -258,7 +268,8 @@ class Placement:
             distinct = set(map(self.catalog.pool_set_by_name(self.nodes).get, names))
             only = self.catalog.pool_set(distinct.pop()) if len(distinct) == 1 else None
             if only is not None:
-                verdict = await self._verdict(pod, only, held, strict, requested, key)
+                verdict = await self._verdict(pod, only, held, strict, requested, key,
+                                              reclaim)
                 if verdict is None or type(verdict) is int:
                     if isinstance(verdict, int):
                         self.promises.promise(pod, (verdict,))
@@ -278,7 +289,8 @@ class Placement:
                 self.catalog.pools_for_node(name, ip)  # type: ignore[arg-type]
             cached = verdicts.get(id(pools), _UNKNOWN)
             if cached is _UNKNOWN:
-                verdict = await self._verdict(pod, pools, held, strict, requested, key)
+                verdict = await self._verdict(pod, pools, held, strict, requested, key,
+                                              reclaim)
                 verdicts[id(pools)] = verdict
             else:
                 verdict = cached  # type: ignore[assignment]
@@ -294,9 +306,10 @@ class Placement:
 
     async def _verdict(self, pod: PodFacts, pools: Sequence[PoolRecord],
                        held: list[AddressRecord], strict: bool,
-                       requested: Sequence[Sequence[IpRange]], owner_key: str | None
-                       ) -> str | int | None:
-        """A reason (str) to fail, or the pool id to promise (``None``: nothing to promise)."""
+                       requested: Sequence[Sequence[IpRange]], owner_key: str | None,
+                       reclaim: Sequence[AddressRecord] = ()) -> str | int | None:
+        """A reason (str) to fail, or the pool id to promise (``None``: nothing to promise).
+        ``reclaim``: the owner's quarantined rows, which bind gives back before any other."""
         if not pools:
             return f"node {_NODE} is in no routable subnet of any pool"
         if held:
@@ -308,6 +321,8 @@ class Placement:
                 return f"the pod's address {where} is not routable from node {_NODE}"
         if requested:
             return await self._requested_verdict(pod, pools, requested, owner_key)
+        if any(_routes(p, r) for p in pools for r in reclaim):
+            return None
         for pool in pools:
             if await self._has_room(pool, pod.uid):
                 return pool.id
@@ -346,7 +361,12 @@ class Placement:
             return True
         # Near exhaustion the cached count may be stale (other replicas, releases): recount.
         taken = await self.catalog.recount(self.db, pool.id)
-        return pool.size - taken - self.promises.held_by_others(pool.id, uid) > 0
+        if pool.size - taken - self.promises.held_by_others(pool.id, uid) > 0:
+            return True
+        # Quarantines that are over count as taken until freed; bind frees them first.
+        async with self.db.single_statement() as store:
+            over = await store.addresses.quarantine_over_count(pool.id)
+        return pool.size - taken + over - self.promises.held_by_others(pool.id, uid) > 0
 
     # -- prioritize -----------------------------------------------------------------------
     async def prioritize(self, pod: PodFacts, candidates: Sequence[Candidate]
@@ -409,8 +429,10 @@ class Placement:
         finally:
             self.promises.drop(uid)
         records = [rec for _, rec in traced]
-        # Undo restores what was there: kept addresses go back to their owner, fresh ones free.
+        # Undo restores what was there: kept addresses go back to their owner, quarantined
+        # ones to quarantine, fresh ones free.
         was_kept = {rec.address for before, rec in traced if before == "kept"}
+        was_cooling = {rec.address for before, rec in traced if before == "quarantined"}
         infos = [IpInfo(r.address, r.prefix_length, r.gateway, r.vlan) for r in records]
         annotation = {CNI_ARGS_ANNOTATION: annotation_with_ipinfos(pod, infos)}
         try:
@@ -418,7 +440,8 @@ class Placement:
         except BindingRejected as exc:
             if await self._already_bound_here(pod, node, annotation):
                 return records
-            await self._undo(pod, was_kept, actor, f"binding refused: {exc.message}")
+            await self._undo(pod, was_kept, actor, f"binding refused: {exc.message}",
+                             was_cooling)
             self._notice(pod, "IPAMBindFailed", f"released {_listed(records)}: {exc.message}",
                          warning=True)
             raise
@@ -432,7 +455,8 @@ class Placement:
             if current is not None and current.uid == uid and current.node_name == node:
                 return records
             if known and (current is None or current.uid != uid):
-                await self._undo(pod, was_kept, actor, f"binding failed: {exc.message}")
+                await self._undo(pod, was_kept, actor, f"binding failed: {exc.message}",
+                                 was_cooling)
             raise
         self.recent.forget(uid)
         self.refusals.forget(uid)
@@ -462,6 +486,9 @@ class Placement:
                 == annotation[CNI_ARGS_ANNOTATION])
 
     async def _undo(self, pod: PodFacts, was_kept: set[IPAddress], actor: Actor,
-                    reason: str) -> None:
+                    reason: str, was_cooling: set[IPAddress] | None = None) -> None:
+        """No pod ran with a fresh address: it is free at once; a quarantined one cools on."""
+        cooling = was_cooling or set()
         await self.allocator.release_pod(
-            pod.uid, keep=lambda row: row.address in was_kept, actor=actor, reason=reason)
+            pod.uid, keep=lambda row: row.address in was_kept, actor=actor, reason=reason,
+            cool=lambda row: row.address in cooling)

@@ -53,6 +53,7 @@ def _fields(spec: PoolSpec | PoolRecord) -> dict[str, Any]:
         "vlan": spec.vlan,
         "node_subnets": [str(n) for n in spec.node_subnets],
         "ips": [str(r) for r in spec.ranges],
+        "quarantine_seconds": spec.quarantine_seconds,
     }
 
 
@@ -146,10 +147,12 @@ class PoolUsage:
     allocated: int
     kept: int
     reserved: int
+    #: Released, cooling down: taken until their quarantine is over.
+    quarantined: int = 0
 
     @property
     def used(self) -> int:
-        return self.allocated + self.kept + self.reserved
+        return self.allocated + self.kept + self.reserved + self.quarantined
 
     @property
     def free(self) -> int:
@@ -162,7 +165,8 @@ class PoolUsage:
             "subnet": str(p.subnet), "gateway": str(p.gateway) if p.gateway else None,
             "vlan": p.vlan, "node_subnets": [str(n) for n in p.node_subnets],
             "ips": [str(r) for r in p.ranges], "total": p.size, "allocated": self.allocated,
-            "kept": self.kept, "reserved": self.reserved, "used": self.used, "free": self.free,
+            "kept": self.kept, "reserved": self.reserved, "quarantined": self.quarantined,
+            "used": self.used, "free": self.free, "quarantine_seconds": p.quarantine_seconds,
         }
 
 
@@ -172,5 +176,6 @@ async def pool_usage(db: Database) -> list[PoolUsage]:
         pools = await store.pools.all()
         counts = await store.addresses.taken_counts()
     return [PoolUsage(p, counts.get(p.id, {}).get("allocated", 0),
-                      counts.get(p.id, {}).get("kept", 0), counts.get(p.id, {}).get("reserved", 0))
+                      counts.get(p.id, {}).get("kept", 0), counts.get(p.id, {}).get("reserved", 0),
+                      counts.get(p.id, {}).get("quarantined", 0))
             for p in pools]

@@ -12,6 +12,8 @@ It finds (and, when applying, repairs):
   address is free, reported otherwise: this is also how allocations move over from galaxy.
 * ``kept_expired``: a kept address unused for longer than its TTL. Freed.
 * ``owner_gone``: a kept address of an ``immutable`` owner that no longer exists. Freed.
+* ``quarantine_over``: an address still quarantined after its quarantine ended (the sweep
+  frees them every few seconds on the leader; one that stays is stuck). Freed.
 * ``missing_resource``: a pod that names the fixed-IP network but does not request
   ``tke.cloud.tencent.com/eni-ip``, so the scheduler never sent it to us and its CNI will fail
   (galaxy says "neither ipInfo from cni args nor ipam type from netconf"). Reported only.
@@ -147,6 +149,7 @@ class Reconciler:
         try:
             survey = await self._survey(report)
             await self._examine(report, survey, apply)
+            await self._quarantine_over(report, apply)
         except IpamError as exc:
             report.error = exc.message
             log.warning("reconciler pass failed: %s", exc.message)
@@ -277,6 +280,16 @@ class Reconciler:
             freed = await self.allocator.release_kept(ipaddress.ip_address(row.address), key,
                                                       actor=ACTOR, reason=finding.detail)
             finding.action = "released" if freed else "skipped"
+
+    async def _quarantine_over(self, report: Report, apply: bool) -> None:
+        rows = (await self.allocator.end_quarantines(actor=ACTOR) if apply else
+                await self.allocator.quarantines_over())
+        for row in rows:
+            pod = f"{row.pod_namespace}/{row.pod_name}" if row.pod_name else None
+            report.findings.append(Finding(
+                "quarantine_over", str(row.address), pod, owner=row.owner_key,
+                action="released" if apply else "none",
+                detail=f"quarantined until {row.quarantined_until}, still not free"))
 
     async def _unknown(self, report: Report, held: set[tuple[str, IPAddress]],
                        pods: Sequence[PodFacts], apply: bool) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ipam.engine.pod import PodFacts
 from ipam.metrics import Metric, Metrics, counter, gauge
 from ipam.services.allocation import Allocator
 from ipam.services.placement import Placement
 from ipam.services.placement_state import (
+    DirectoryGetter,
     NodeDirectory,
     PodVisibility,
     PoolCatalog,
@@ -29,13 +30,7 @@ from ipam.storage.records import AddressRecord
 log = logging.getLogger(__name__)
 
 
-class PodDirectory(Protocol):
-    """The pod watcher's cache (``ipam.k8s.pods.PodController``)."""
-
-    def lookup(self, namespace: str, name: str) -> PodFacts | None: ...
-
-
-def watcher_visibility(directory: Callable[[], PodDirectory | None]) -> PodVisibility:
+def watcher_visibility(directory: DirectoryGetter) -> PodVisibility:
     """Promise visibility from the pod watcher's cache: the pod must be there, with this UID,
     and not bound yet. ``None`` while no watcher runs (controllers off, no Kubernetes)."""
 
@@ -79,16 +74,21 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> Runtime:
-        allocator = Allocator(db)
+        allocator = Allocator(db, quarantine_seconds=settings.quarantine_seconds)
         catalog = PoolCatalog()
         allocator.listeners.append(catalog.on_change)
         nodes = NodeDirectory()
         extras: dict[str, Any] = {}
-        # The pod watcher is built later, by the controllers, and kept in extras.
+
+        def pod_watcher() -> Any:
+            """Built later, by the controllers, and kept in extras (``None`` until then)."""
+            return extras.get("pod_controller")
+
         promises = Promises(settings.promise_ttl_seconds,
                             namespace_cap=settings.promise_namespace_cap,
-                            visible=watcher_visibility(lambda: extras.get("pod_controller")))
-        placement = Placement(db, allocator, catalog, nodes, promises, RecentPods())
+                            visible=watcher_visibility(pod_watcher))
+        placement = Placement(db, allocator, catalog, nodes, promises,
+                              RecentPods(directory=pod_watcher))
         metrics = Metrics()
         allocator.listeners.append(metrics.on_address_change)
         runtime = cls(settings=settings, db=db, allocator=allocator,

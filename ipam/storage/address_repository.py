@@ -21,7 +21,8 @@ from ipam.storage.sql import Row, Sql
 _COLUMNS = """
     a.id, a.pool_id, p.name AS pool, a.address, masklen(p.subnet) AS prefix_length,
     p.gateway, p.vlan, a.state, a.owner_key, a.policy, a.pod_namespace, a.pod_name, a.pod_uid,
-    a.node, a.slot, a.kept_ttl_seconds, a.note, a.allocated_at, a.kept_since, a.updated_at
+    a.node, a.slot, a.kept_ttl_seconds, a.note, a.allocated_at, a.kept_since, a.updated_at,
+    a.quarantined_until
 """
 
 _HOLDER_SET = """
@@ -30,7 +31,7 @@ _HOLDER_SET = """
     kept_ttl_seconds = :kept_ttl_seconds, note = :note,
     allocated_at = CASE WHEN :state = 'allocated' THEN now() ELSE a.allocated_at END,
     kept_since = CASE WHEN :state = 'kept' THEN now() ELSE NULL END,
-    updated_at = now()
+    quarantined_until = NULL, updated_at = now()
 """
 
 #: The pool's lowest free row nobody holds, through ``ix_addresses_free (pool_id, address)``.
@@ -67,7 +68,7 @@ _HELD_OR_TAKE = f"""
         FROM pools p
         WHERE p.id = a.pool_id AND a.state = 'free' AND a.id = ({_LOWEST_FREE}) AND NOT EXISTS (
             SELECT 1 FROM held h
-            WHERE h.pod_uid = :pod_uid OR h.state = 'kept' OR NOT :plain_owner
+            WHERE h.pod_uid = :pod_uid OR h.state IN ('kept', 'quarantined') OR NOT :plain_owner
         )
         RETURNING {_COLUMNS}
     ),
@@ -105,13 +106,55 @@ _CHANGE = f"""
     RETURNING {_COLUMNS}
 """
 
+_FREE_SET = """
+    state = 'free', owner_key = NULL, policy = NULL, pod_namespace = NULL, pod_name = NULL,
+    pod_uid = NULL, node = NULL, slot = 0, kept_ttl_seconds = NULL, note = NULL,
+    kept_since = NULL, quarantined_until = NULL, updated_at = now()
+"""
+
 _FREE = f"""
-    UPDATE addresses a SET state = 'free', owner_key = NULL, policy = NULL,
-        pod_namespace = NULL, pod_name = NULL, pod_uid = NULL, node = NULL, slot = 0,
-        kept_ttl_seconds = NULL, note = NULL, kept_since = NULL, updated_at = now()
+    UPDATE addresses a SET {_FREE_SET}
     FROM pools p
     WHERE p.id = a.pool_id AND a.id = :id
     RETURNING {_COLUMNS}
+"""
+
+#: A release: quarantined until the last use plus the pool's period (its
+#: ``quarantine_seconds``, else ``:default``), or free at once when that time has passed. The
+#: last use is now for an allocated row, ``kept_since`` for a kept one; a reserved or an
+#: already quarantined row (an operator ending it early) is freed. The quarantined row keeps
+#: its owner (the same owner may take it back at once) and its last pod's name.
+_RELEASE = f"""
+    WITH r AS (
+        SELECT a.id, CASE a.state WHEN 'allocated' THEN now()
+                                  WHEN 'kept' THEN coalesce(a.kept_since, now()) END
+                     + coalesce(p.quarantine_seconds, CAST(:default AS integer))
+                       * interval '1 second' AS until
+        FROM addresses a JOIN pools p ON p.id = a.pool_id
+        WHERE a.id = :id
+    ), q AS (
+        SELECT id, CASE WHEN until > now() THEN until END AS until FROM r
+    )
+    UPDATE addresses a SET
+        state = CASE WHEN q.until IS NULL THEN 'free' ELSE 'quarantined' END,
+        owner_key = CASE WHEN q.until IS NOT NULL THEN a.owner_key END,
+        policy = CASE WHEN q.until IS NOT NULL THEN a.policy END,
+        pod_namespace = CASE WHEN q.until IS NOT NULL THEN a.pod_namespace END,
+        pod_name = CASE WHEN q.until IS NOT NULL THEN a.pod_name END,
+        slot = CASE WHEN q.until IS NOT NULL THEN a.slot ELSE 0 END,
+        pod_uid = NULL, node = NULL, kept_ttl_seconds = NULL, note = NULL, kept_since = NULL,
+        quarantined_until = q.until, updated_at = now()
+    FROM pools p, q
+    WHERE p.id = a.pool_id AND a.id = q.id
+    RETURNING {_COLUMNS}
+"""
+
+#: Quarantined rows whose time is up, oldest end first; ``{pool}`` narrows to one pool.
+_QUARANTINE_OVER = f"""
+    SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id
+    WHERE a.state = 'quarantined' AND a.quarantined_until <= now() {{pool}}
+    ORDER BY a.quarantined_until, a.id
+    LIMIT :n
 """
 
 
@@ -140,6 +183,7 @@ def to_record(m: Row) -> AddressRecord:
         pod_namespace=m["pod_namespace"], pod_name=m["pod_name"], pod_uid=m["pod_uid"],
         node=m["node"], slot=m["slot"], kept_ttl_seconds=m["kept_ttl_seconds"], note=m["note"],
         allocated_at=m["allocated_at"], kept_since=m["kept_since"], updated_at=m["updated_at"],
+        quarantined_until=m["quarantined_until"],
     )
 
 
@@ -191,8 +235,13 @@ class AddressRepository:
         taken = to_record(rows[0]) if rows and rows[0]["taken"] else None
         return [to_record(r) for r in rows if not r["taken"]], taken
 
-    async def by_owner(self, owner_key: str, *, prefix: bool = False) -> list[AddressRecord]:
+    async def by_owner(self, owner_key: str, *, prefix: bool = False,
+                       quarantined: bool = False) -> list[AddressRecord]:
+        """The owner's rows; quarantined ones only when asked (they are released: the owner
+        key is who may take them back, not who holds them)."""
         cond = "a.owner_key LIKE :k" if prefix else "a.owner_key = :k"
+        if not quarantined:
+            cond += " AND a.state <> 'quarantined'"
         key = owner_key.replace("%", r"\%").replace("_", r"\_") + "%" if prefix else owner_key
         return await self._many(
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
@@ -205,14 +254,16 @@ class AddressRepository:
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
             f"WHERE a.address = CAST(:addr AS inet){suffix}"), {"addr": str(address)})
 
-    async def kept_for_owner(self, owner_key: str, pool_ids: Sequence[int]
-                             ) -> AddressRecord | None:
-        """Lock one kept address of the owner in the given pools, lowest first."""
+    async def kept_for_owner(self, owner_key: str, pool_ids: Sequence[int], *,
+                             states: Sequence[str] = ("kept",)) -> AddressRecord | None:
+        """Lock one address of the owner in these states and pools: kept before quarantined,
+        then lowest first."""
         return await self._one((
             f"SELECT {_COLUMNS} FROM addresses a JOIN pools p ON p.id = a.pool_id "
-            "WHERE a.owner_key = :k AND a.state = 'kept' AND a.pool_id = ANY(:pools) "
-            "ORDER BY p.position, a.address LIMIT 1 FOR UPDATE OF a SKIP LOCKED"),
-            {"k": owner_key, "pools": list(pool_ids)})
+            "WHERE a.owner_key = :k AND a.state = ANY(:states) AND a.pool_id = ANY(:pools) "
+            "ORDER BY a.state <> 'kept', p.position, a.address "
+            "LIMIT 1 FOR UPDATE OF a SKIP LOCKED"),
+            {"k": owner_key, "states": list(states), "pools": list(pool_ids)})
 
     async def taken_counts(self, pool_id: int | None = None) -> dict[int, dict[str, int]]:
         """Per pool, how many rows are allocated/kept/reserved (free rows are not counted)."""
@@ -266,7 +317,8 @@ class AddressRepository:
             "SELECT count(*) FROM addresses WHERE pool_id = :p AND state <> 'free' "
             "AND address BETWEEN CAST(:f AS inet) AND CAST(:l AS inet) "
             "AND pod_uid IS DISTINCT FROM :uid "
-            "AND NOT (state = 'kept' AND owner_key IS NOT DISTINCT FROM :k)",
+            "AND NOT (state IN ('kept', 'quarantined') AND owner_key IS NOT DISTINCT FROM :k) "
+            "AND NOT (state = 'quarantined' AND quarantined_until <= now())",
             {"p": pool_id, "f": str(first), "l": str(last), "uid": uid, "k": owner_key})
         return int(value or 0)
 
@@ -286,9 +338,38 @@ class AddressRepository:
         return record
 
     async def free(self, row_id: int) -> AddressRecord:
+        """Free at once: for rows no pod used (a refused bind's reservation, a quarantine
+        that is over)."""
         record = await self._one(_FREE, {"id": row_id})
         assert record is not None, f"address row {row_id} vanished inside its transaction"
         return record
+
+    async def release(self, row_id: int, default_seconds: int) -> AddressRecord:
+        """Free after a pod used the row: quarantined (``_RELEASE``) or free."""
+        record = await self._one(_RELEASE, {"id": row_id, "default": default_seconds})
+        assert record is not None, f"address row {row_id} vanished inside its transaction"
+        return record
+
+    async def quarantine_over(self, pool_id: int | None, limit: int, *, lock: bool = True
+                              ) -> list[AddressRecord]:
+        """Quarantined rows whose time is up (one pool, or all), oldest end first; with
+        ``lock``, locked for this transaction, skipping rows others hold."""
+        sql = _QUARANTINE_OVER.format(
+            pool="AND a.pool_id = :p" if pool_id is not None else "")
+        if lock:
+            sql += " FOR UPDATE OF a SKIP LOCKED"
+        params: dict[str, Any] = {"n": limit}
+        if pool_id is not None:
+            params["p"] = pool_id
+        return await self._many(sql, params)
+
+    async def quarantine_over_count(self, pool_id: int) -> int:
+        """How many of the pool's quarantined rows are past their end (taken, but not for
+        long: the next allocation that needs them frees them)."""
+        value = await self.sql.scalar(
+            "SELECT count(*) FROM addresses WHERE pool_id = :p AND state = 'quarantined' "
+            "AND quarantined_until <= now()", {"p": pool_id})
+        return int(value or 0)
 
     async def materialize(self, pool_id: int, values: Iterable[IPAddress]) -> int:
         """Insert free rows for these addresses; existing ones are left as they are."""

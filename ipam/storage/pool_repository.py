@@ -32,7 +32,7 @@ class PoolRepository:
     async def all(self) -> list[PoolRecord]:
         pools = await self.sql.rows(
             "SELECT id, name, position, family, subnet, gateway, vlan, node_subnets, size, "
-            "materialized_upto FROM pools ORDER BY position, id")
+            "materialized_upto, quarantine_seconds FROM pools ORDER BY position, id")
         ranges = await self.sql.rows(
             'SELECT pool_id, "first", "last" FROM ranges ORDER BY pool_id, "first"')
         by_pool: dict[int, list[IpRange]] = {}
@@ -49,6 +49,7 @@ class PoolRepository:
                 size=int(p["size"]), ranges=tuple(by_pool.get(p["id"], ())),
                 materialized_upto=(inet_address(p["materialized_upto"])
                                    if p["materialized_upto"] is not None else None),
+                quarantine_seconds=p["quarantine_seconds"],
             )
             for p in pools
         ]
@@ -103,17 +104,19 @@ class PoolRepository:
             "subnet": str(spec.subnet),
             "gateway": str(spec.gateway) if spec.gateway is not None else None,
             "vlan": spec.vlan, "nodes": [str(n) for n in spec.node_subnets],
-            "size": spec.size, "reset": reset_high_water,
+            "size": spec.size, "reset": reset_high_water, "quarantine": spec.quarantine_seconds,
         }
         pool_id = await self.sql.scalar(
             """
-            INSERT INTO pools (name, position, family, subnet, gateway, vlan, node_subnets, size)
+            INSERT INTO pools (name, position, family, subnet, gateway, vlan, node_subnets, size,
+                               quarantine_seconds)
             VALUES (:name, :position, :family, CAST(:subnet AS cidr), CAST(:gateway AS inet),
-                    :vlan, CAST(:nodes AS cidr[]), :size)
+                    :vlan, CAST(:nodes AS cidr[]), :size, CAST(:quarantine AS integer))
             ON CONFLICT (name) DO UPDATE SET
                 position = EXCLUDED.position, family = EXCLUDED.family,
                 subnet = EXCLUDED.subnet, gateway = EXCLUDED.gateway, vlan = EXCLUDED.vlan,
                 node_subnets = EXCLUDED.node_subnets, size = EXCLUDED.size,
+                quarantine_seconds = EXCLUDED.quarantine_seconds,
                 materialized_upto = CASE WHEN :reset THEN NULL
                                          ELSE pools.materialized_upto END,
                 updated_at = now()

@@ -32,6 +32,8 @@ class PoolRecord:
     size: int
     ranges: tuple[IpRange, ...]
     materialized_upto: IPAddress | None
+    #: The entry's ``quarantineSeconds``; ``None``: the service's default.
+    quarantine_seconds: int | None = None
 
     def routes_node(self, node_ip: IPAddress) -> bool:
         return any(node_ip in net for net in self.node_subnets if net.version == node_ip.version)
@@ -64,10 +66,16 @@ class AddressRecord:
     allocated_at: datetime | None
     kept_since: datetime | None
     updated_at: datetime
+    #: Set exactly in state ``quarantined``: until when only ``owner_key`` may take it.
+    quarantined_until: datetime | None = None
 
     def snapshot(self) -> dict[str, Any]:
-        """What an audit row stores as before/after."""
-        return {field: getattr(self, field) for field in SNAPSHOT_FIELDS}
+        """What an audit row stores as before/after (the quarantine's end only in that
+        state, so the other rows' audit JSON stays what it was)."""
+        out = {field: getattr(self, field) for field in SNAPSHOT_FIELDS}
+        if self.quarantined_until is not None:
+            out["quarantined_until"] = self.quarantined_until.isoformat()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

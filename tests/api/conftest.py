@@ -23,6 +23,9 @@ def service_settings(db_url: str, fake: FakeApiServer, tmp_path: Path, **over: A
         "database_url": db_url, "kube_api_url": fake.url, "data_dir": tmp_path,
         "pools_file": FIXTURES / "galaxy/floatingip-config.yaml",
         "catalog_refresh_seconds": 0.5, "kube_threads": 48,
+        # Released addresses are free at once, as in galaxy: the tests of quarantine
+        # (tests/k8s/test_quarantine_lifecycle.py) set a period of their own.
+        "quarantine_seconds": 0,
     }
     values.update(over)
     return Settings(**values)
