@@ -11,6 +11,7 @@ import httpx
 from tests.fakeapi.objects import make_pod
 from tests.fakeapi.server import FakeApiServer
 from tests.reliability.test_crash import ServiceProcess, service_process  # noqa: F401
+from tests.service_harness import wait_until
 
 
 async def test_sigterm_finishes_in_flight_binds(service_process: ServiceProcess,  # noqa: F811
@@ -23,7 +24,9 @@ async def test_sigterm_finishes_in_flight_binds(service_process: ServiceProcess,
         bind = asyncio.create_task(client.post("/v1/bind", json={
             "PodName": "drain", "PodNamespace": "default", "PodUID": meta["uid"],
             "Node": "node-0"}))
-        await asyncio.sleep(0.5)  # the bind is waiting on the API server now
+        # Until the bind is waiting on the API server (the Binding POST has arrived, and hangs).
+        await wait_until(lambda: fake_apiserver.request_count(
+            "POST", r"/pods/drain/binding$") == 1)
         assert service_process.proc is not None
         service_process.proc.send_signal(signal.SIGTERM)
         reply = await bind
