@@ -449,12 +449,15 @@ def test_list_then_watch_from_list_rv_sees_exactly_later_events(
     )  # different namespace: not seen
     core.patch_namespaced_pod("before", "default", {"metadata": {"labels": {"v": "2"}}})
     core.delete_namespaced_pod("after", "default")
-    w.wait_for(3)
-    time.sleep(0.05)
+    # A last event in the watched namespace: events arrive in order, so once it is here,
+    # anything the other namespace had wrongly sent would be here too.
+    core.create_namespaced_pod("default", make_pod("sentinel"))
+    w.wait_for(4)
     assert [(t, n) for t, n, _ in w.events] == [
         ("ADDED", "after"),
         ("MODIFIED", "before"),
         ("DELETED", "after"),
+        ("ADDED", "sentinel"),
     ]
     rvs = [int(r) for _, _, r in w.events]
     assert rvs == sorted(rvs) and rvs[0] > int(rv)
