@@ -24,8 +24,9 @@ class AuditOut(BaseModel):
     at: datetime
     actor: str = Field(description="scheduler, reconciler, operator:<token>, cni:<token>, "
                                    "config:<file>, ...")
-    action: str = Field(description="allocate, reuse, release, keep, reserve, preallocate, "
-                                    "cni.del, pools.import, pool.set, pool.delete, ...")
+    action: str = Field(description="allocate, reuse, release, keep, quarantine, reserve, "
+                                    "preallocate, cni.del, pools.import, pool.set, "
+                                    "pool.delete, ...")
     address: str | None
     pool: str | None
     owner: str | None
