@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ipam.engine.ip_ranges import IPAddress
 from ipam.engine.pod import PodFacts
@@ -205,8 +206,18 @@ class PoolCatalog:
         self.taken[delta.pool_id] = self.taken.get(delta.pool_id, 0) + delta.change
 
 
+class PodDirectory(Protocol):
+    """The pod watcher's cache (``ipam.k8s.pods.PodController``): pods as the API server has
+    them, by namespace and name."""
+
+    def lookup(self, namespace: str, name: str) -> PodFacts | None: ...
+
+
+#: The pod watcher's cache, ``None`` while there is none (Kubernetes or controllers off).
+DirectoryGetter = Callable[[], PodDirectory | None]
+
 #: Whether the pod watcher knows this pod, pending, by this UID: ``None`` when there is no
-#: watcher to ask (Kubernetes or the controllers are off).
+#: watcher to ask.
 PodVisibility = Callable[[PodFacts], bool | None]
 
 
@@ -318,14 +329,32 @@ class Promises:
 
 
 class RecentPods:
-    """Pods seen at filter, by UID, so bind needs no API round trip (bounded LRU)."""
+    """Pods seen at filter, by UID, so bind needs no API round trip (bounded LRU).
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    A filter body is the caller's word: with a pod watcher, only pods it knows (same UID) are
+    kept, and ``get`` answers with the watcher's copy, so a stranger can neither crowd real
+    pods out nor have bind act on forged annotations of a real pod.
+    """
+
+    def __init__(self, capacity: int = 20_000, *, directory: DirectoryGetter | None = None
+                 ) -> None:
         self.capacity = capacity
+        self.directory = directory
         self._pods: OrderedDict[str, PodFacts] = OrderedDict()
         self._by_name: dict[str, str] = {}
 
+    def _watched(self, pod: PodFacts) -> PodFacts | bool | None:
+        """The watcher's copy of ``pod``; ``False``: not there by this UID; ``None``: no
+        watcher."""
+        pods = self.directory() if self.directory is not None else None
+        if pods is None:
+            return None
+        seen = pods.lookup(pod.namespace, pod.name)
+        return seen if seen is not None and seen.uid == pod.uid else False
+
     def remember(self, pod: PodFacts) -> None:
+        if self._watched(pod) is False:
+            return  # bind reads it from the API server instead
         self._pods[pod.uid] = pod
         self._pods.move_to_end(pod.uid)
         self._by_name[pod.key] = pod.uid
@@ -335,7 +364,11 @@ class RecentPods:
                 del self._by_name[old.key]
 
     def get(self, uid: str) -> PodFacts | None:
-        return self._pods.get(uid)
+        pod = self._pods.get(uid)
+        if pod is None:
+            return None
+        watched = self._watched(pod)
+        return watched if isinstance(watched, PodFacts) else pod
 
     def find(self, namespace: str, name: str) -> PodFacts | None:
         """The newest pod seen with this name."""

@@ -148,3 +148,22 @@ async def test_visibility_needs_the_same_uid_and_a_pending_pod(rt: Runtime) -> N
     assert visible(replace(pending, uid="other")) is False
     assert visible(replace(bound, node_name=None)) is False
     assert visible(make_pod("never-seen", namespace="x")) is False
+
+
+async def test_bind_reads_the_watcher_s_pod_not_a_stranger_s_filter_body(rt: Runtime) -> None:
+    """Filter remembers pods so bind needs no API round trip; a filter body with a real pod's
+    name and UID but forged annotations must not decide what bind allocates, and invented
+    pods must not crowd real ones out of that memory."""
+    real = make_pod("db-0", namespace="shop")
+    forged = replace(real, annotations={**real.annotations,
+                                        "k8s.v1.cni.galaxy.io/release-policy": "never"})
+    ghost = make_pod("ghost", namespace="shop")
+    # No watcher yet: the body is all there is.
+    await rt.placement.filter_names(forged, [NODE])
+    assert rt.placement.recent.get(real.uid) == forged
+    await watching(rt, real)
+    await rt.placement.filter_names(forged, [NODE])
+    await rt.placement.filter_names(ghost, [NODE])
+    assert rt.placement.recent.get(real.uid) == real
+    assert rt.placement.recent.get(ghost.uid) is None
+    assert rt.placement.recent.find("shop", "ghost") is None
