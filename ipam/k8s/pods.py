@@ -47,7 +47,15 @@ class PodController:
             pods[pod.key] = pod
             if pod.node_name is not None:
                 self.promises.drop(pod.uid)
-        self.pods = pods
+        previous, self.pods = self.pods, pods
+        # A re-list after 410 Gone: pods deleted while the watch was down never come as
+        # DELETED events (TRAPS.md, tombstones); the diff with the last cache finds them.
+        listed_uids = {pod.uid for pod in listed}
+        for pod in previous.values():
+            if pod.uid not in listed_uids:
+                self.promises.drop(pod.uid)
+                self.recent.forget(pod.uid)
+                await self._released(pod)
 
     async def on_event(self, etype: str, obj: dict[str, Any]) -> None:
         try:

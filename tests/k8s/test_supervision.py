@@ -134,6 +134,7 @@ async def test_shutdown_stops_every_task(service_factory: ServiceFactory,
         names = set(supervisor.health)
         assert names == {"catalog-refresh", "informer-nodes", "informer-pods",
                          "informer-pool-configmap", "pool-configmap", "leadership",
+                         "quarantine-sweep",
                          "reconciler"}
     assert {h.state for h in supervisor.health.values()} == {"stopped"}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
