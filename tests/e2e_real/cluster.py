@@ -304,6 +304,7 @@ class Kubelet:
     errors: list[str] = field(default_factory=list)
     _running: set[str] = field(default_factory=set)
     _finishing: set[str] = field(default_factory=set)
+    _timers: list[threading.Timer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _pool: ThreadPoolExecutor = field(
@@ -316,6 +317,8 @@ class Kubelet:
 
     def stop(self) -> None:
         self._stop.set()
+        for timer in self._timers:
+            timer.cancel()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -364,8 +367,13 @@ class Kubelet:
         if meta.get("deletionTimestamp"):
             if uid not in self._finishing:
                 self._finishing.add(uid)
-                self._pool.submit(self._guard, self._finish_deletion, meta["namespace"],
-                                  meta["name"], uid)
+                # A timer, not a sleeping pool thread: many Terminating pods at once must
+                # not hold up the Running reports behind them.
+                timer = threading.Timer(self.grace_delay, self._finish_later,
+                                        (meta["namespace"], meta["name"], uid))
+                timer.daemon = True
+                self._timers.append(timer)
+                timer.start()
         elif uid not in self._running and pod.get("status", {}).get("phase") != "Running":
             self._running.add(uid)
             self._pool.submit(self._guard, self._report_running, pod)
@@ -376,10 +384,14 @@ class Kubelet:
         except Exception as exc:
             self.errors.append(f"{fn.__name__}: {exc!r}")
 
+    def _finish_later(self, namespace: str, name: str, uid: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool shut down meanwhile
+            if not self._stop.is_set():
+                self._pool.submit(self._guard, self._finish_deletion, namespace, name, uid)
+
     def _finish_deletion(self, namespace: str, name: str, uid: str) -> None:
-        if self._stop.wait(self.grace_delay):
-            return
-        self.kube.delete_pod(namespace, name, grace=0, uid=uid)
+        if not self._stop.is_set():
+            self.kube.delete_pod(namespace, name, grace=0, uid=uid)
 
     def _report_running(self, pod: dict[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -493,14 +505,21 @@ class Postgres:
     def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return self._run(self._query(sql, args))
 
-    def taken(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        """Address rows that are not free (allocated, kept, reserved), as text."""
+    def taken(self, namespace: str | None = None, *,
+              states: tuple[str, ...] = ("allocated", "kept", "reserved", "quarantined")
+              ) -> list[dict[str, Any]]:
+        """Address rows in these states (default: every one but free), as text."""
         sql = ("SELECT host(address) AS address, state, owner_key, pod_namespace, pod_name, "
-               "pod_uid, node FROM addresses WHERE state <> 'free'")
+               "pod_uid, node FROM addresses WHERE state = ANY($1::text[])")
         if namespace is None:
-            return self.query(sql + " ORDER BY address")
-        return self.query(sql + " AND (pod_namespace = $1 OR owner_key LIKE $2) "
-                          "ORDER BY address", namespace, f"%/{namespace}/%")
+            return self.query(sql + " ORDER BY address", list(states))
+        return self.query(sql + " AND (pod_namespace = $2 OR owner_key LIKE $3) "
+                          "ORDER BY address", list(states), namespace, f"%/{namespace}/%")
+
+    def held(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Rows someone holds: allocated, kept or reserved (not free, not quarantined, the
+        cool-down of a released address)."""
+        return self.taken(namespace, states=("allocated", "kept", "reserved"))
 
 
 # --- ipam serve ------------------------------------------------------------------------------
@@ -525,7 +544,10 @@ class IpamService:
             IPAM_EXTENDER_TLS_CLIENT_CA=str(pki / "extender-ca.crt"),
             IPAM_KUBECONFIG=str(plane.run / "ipam.kubeconfig"),
             IPAM_POOLS_FILE=str(pools_file), IPAM_AUTH_TOKENS_PATH=str(tokens_file),
-            IPAM_DATA_DIR=str(plane.run / "ipam-data"), IPAM_SHUTDOWN_GRACE_SECONDS="3")
+            IPAM_DATA_DIR=str(plane.run / "ipam-data"), IPAM_SHUTDOWN_GRACE_SECONDS="3",
+            # A released address cools down before another owner takes it (default 30 s);
+            # shorter here so the tests that wait for "free" do not wait half a minute.
+            IPAM_QUARANTINE_SECONDS="5")
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = plane.run / "log" / "ipam.log"

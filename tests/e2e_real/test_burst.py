@@ -111,6 +111,7 @@ def test_bind_refused_for_a_pod_deleted_after_filter_frees_at_once(
     assert refused_bindings(cluster, ns, "victim"), "the Binding was never refused"
     assert cluster.db.query("SELECT host(address) AS a, state FROM addresses WHERE pod_uid = $1",
                             pod["metadata"]["uid"]) == []
+    # Free at once (issue 13, item 7): not even quarantined, no container ever used it.
     assert cluster.db.taken(ns) == []
 
     cluster.kube.patch(f"/api/v1/namespaces/{ns}/pods/victim", {"metadata": {"finalizers": None}})
@@ -156,7 +157,7 @@ def test_pods_deleted_while_being_scheduled_leave_nothing_reserved(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(create_then_delete, names))
     eventually(lambda: cluster.kube.pods(ns) == [], timeout=180, what="every pod gone")
-    eventually(lambda: cluster.db.taken(ns) == [], timeout=60,
-               what=f"no address left reserved in {ns} (without the reconciler)")
+    eventually(lambda: cluster.db.held(ns) == [], timeout=60,
+               what=f"no address left held in {ns} (without the reconciler)")
     assert_distinct([r["address"] for r in cluster.db.taken()])
     assert not any(is_bound(p) for p in cluster.kube.pods(ns))

@@ -93,8 +93,11 @@ def test_delete_frees_with_the_default_policy(cluster: Cluster, ns: str) -> None
         wait_gone(cluster, ns, "gone", uid)
     finally:
         cluster.kubelet.grace_delay = 2.0
+    # Released at once (maybe cooling down in quarantine first), then free for anyone.
+    eventually(lambda: address not in {r["address"] for r in cluster.db.held(ns)},
+               timeout=60, what=f"{address} released")
     eventually(lambda: address not in {r["address"] for r in cluster.db.taken(ns)},
-               timeout=60, what=f"{address} freed")
+               timeout=60, what=f"{address} free")
     view = rest(cluster, f"/v1/addresses/{address}", token=cluster.read_token)
     assert view.status_code == 200 and view.json()["state"] == "free", view.text
 

@@ -55,8 +55,8 @@ def scheduling_failures(cluster: Cluster, ns: str, pod: dict[str, Any]) -> list[
 
 
 def owner_rows(cluster: Cluster, owner: str) -> dict[str, str]:
-    """address -> state of the rows an owner holds (allocated or kept)."""
-    return {r["address"]: r["state"] for r in cluster.db.taken() if r["owner_key"] == owner}
+    """address -> state of the rows an owner holds (allocated or kept; not quarantined)."""
+    return {r["address"]: r["state"] for r in cluster.db.held() if r["owner_key"] == owner}
 
 
 # --- StatefulSet -----------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_statefulset_immutable_keeps_each_ordinal_and_scale_down_frees_the_remov
 
     eventually(freed, timeout=60, what="the addresses of ordinals 1 and 2 freed")
     assert owner_rows(cluster, f"sts/{ns}/web/0") == {first["web-0"]: "allocated"}
-    assert {r["address"] for r in cluster.db.taken(ns)} == {first["web-0"]}
+    assert {r["address"] for r in cluster.db.held(ns)} == {first["web-0"]}
     assert consistent(cluster, ns) == []
 
 
