@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,7 @@ RESULTS = ROOT / "bench" / "results"
 MODES = ("bare", "names", "full")
 #: Not in the default rotation: names mode with the client limits of the shipped file.
 EXTRA_MODES = ("names-shipped",)
+ARRIVALS = ("stream", "queued")
 SHIPPED_CONFIG = ROOT / "manifests" / "scheduler-config-v1beta1.yaml"
 #: (nodes, pods per run): the issue's three sizes; the last only with --sizes.
 DEFAULT_SIZES = ((100, 1000), (1000, 1000))
@@ -152,6 +153,11 @@ class Env:
         self.plane.script("start.sh", "scheduler")
         self.plane.node_cache_capable = None if mode == "bare" else mode != "full"
         self.mode = mode
+
+    def stop_scheduler(self) -> None:
+        self.plane.stop("kube-scheduler")
+        self.kube.delete(LEASE)
+        self.mode = None
 
     def scheduler_attempts(self) -> dict[str, float]:
         """kube-scheduler's ``scheduler_schedule_attempts_total`` by result."""
@@ -302,6 +308,8 @@ class BoundWatch:
     bound_at: dict[str, float] = field(default_factory=dict)
     addresses: dict[str, str | None] = field(default_factory=dict)
     error: str = ""
+    #: Called from the watch thread when the first pod is seen bound (queued arrival).
+    on_first: Callable[[], None] | None = None
     ready: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -333,6 +341,8 @@ class BoundWatch:
                         return
                     name = obj["metadata"]["name"]
                     if obj["spec"].get("nodeName") and name not in self.bound_at:
+                        if not self.bound_at and self.on_first is not None:
+                            self.on_first()
                         self.bound_at[name] = time.monotonic()
                         self.addresses[name] = pod_address(obj)
                         if len(self.bound_at) >= self.expected:
@@ -349,40 +359,76 @@ def cpu_snapshot(pids: dict[str, list[int]]) -> dict[int, float]:
 
 
 def run_once(env: Env, size: tuple[int, int], mode: str, round_no: int,
-             profile_dir: Path | None = None) -> dict[str, Any]:
-    """One measured run: create the pods, wait until all are bound, clean up."""
+             arrival: str = "stream", profile_dir: Path | None = None) -> dict[str, Any]:
+    """One measured run: create the pods, wait until all are bound, clean up.
+
+    ``stream``: the scheduler runs while the pods are created; the clock runs from the first
+    create to the last bound (so the creating client can be the limit, see create_seconds).
+    ``queued``: the pods are created while no scheduler runs, then the scheduler starts; the
+    clock and the CPU counters run from the first bound to the last (the scheduler's
+    throughput with a full queue, whatever the client's create rate).
+    """
     from tests.e2e_real.cluster import pod_manifest
 
     nodes, pods = size
-    env.use_mode(mode)
+    if arrival == "stream":
+        env.use_mode(mode)
+    else:
+        env.stop_scheduler()
     namespace = env.kube_namespace(f"rs-{mode}-{nodes}-{round_no}")
     names = [f"p-{i:05d}" for i in range(pods)]
     manifests = [pod_manifest(n) for n in names]
     deadline = max(180.0, pods / 3)
-    watch = BoundWatch(env, namespace, pods, deadline)
+    at_first: dict[str, Any] = {}
+    known_pids: dict[str, list[int]] = {}
+
+    def first_bound() -> None:
+        # In the watch thread, before the event is timestamped: /proc reads only (~1 ms),
+        # the new scheduler's pid from its pid file.
+        pids = dict(known_pids)
+        path = env.plane.run / "pid" / "kube-scheduler"
+        pids["kube-scheduler"] = [int(path.read_text())] if path.exists() else []
+        at_first.update(pids=pids, cpu=cpu_snapshot(pids), busy=machine_busy_seconds())
+
+    watch = BoundWatch(env, namespace, pods, deadline,
+                       on_first=first_bound if arrival == "queued" else None)
     watch.start()
     hist_before = env.extender_histogram()
-    attempts_before = env.scheduler_attempts()
-    pids_before = env.pids()
-    cpu_before = cpu_snapshot(pids_before)
-    busy_before = machine_busy_seconds()
-    load = os.getloadavg()
-    spy = _py_spy(env, profile_dir, f"{nodes}x{pods}-{mode}-r{round_no}") \
-        if profile_dir is not None and mode != "bare" else None
     created_at: list[float] = []
-    first = time.monotonic()
 
     def create(manifest: dict[str, Any]) -> None:
         env.kube.create_pod(namespace, manifest)
         created_at.append(time.monotonic())
 
+    spy = None
+    load = os.getloadavg()
+    if arrival == "stream":
+        attempts_before = env.scheduler_attempts()
+        pids_before = env.pids()
+        cpu_before = cpu_snapshot(pids_before)
+        busy_before = machine_busy_seconds()
+        spy = _py_spy(env, profile_dir, f"{nodes}x{pods}-{mode}-r{round_no}") \
+            if profile_dir is not None and mode != "bare" else None
+    first = create_started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(create, manifests))
+    if arrival == "queued":
+        attempts_before = {}
+        known_pids.update(env.pids())
+        spy = _py_spy(env, profile_dir, f"{nodes}x{pods}-{mode}-r{round_no}-queued") \
+            if profile_dir is not None and mode != "bare" else None
+        env.use_mode(mode)
     watch.done.wait(deadline)
     end = max(watch.bound_at.values(), default=time.monotonic())
-    busy = machine_busy_seconds() - busy_before
+    busy_end = machine_busy_seconds()
     pids_after = env.pids()
     cpu_after = cpu_snapshot(pids_after)
+    if arrival == "queued":
+        pids_before = at_first.get("pids", pids_after)
+        cpu_before = at_first.get("cpu", cpu_after)
+        busy_before = at_first.get("busy", busy_end)
+        first = min(watch.bound_at.values(), default=end)
+    busy = busy_end - busy_before
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -403,21 +449,26 @@ def run_once(env: Env, size: tuple[int, int], mode: str, round_no: int,
     errors = {f"{v}/{o}": int(max(h.values()) - max(hist_before.get((v, o), {0: 0}).values()))
               for (v, o), h in hist_after.items() if o != "ok"}
     attempts_after = env.scheduler_attempts()
+    closed = closed_extender_connections(env)
     bound = len(watch.bound_at)
     seconds = end - first
+    # queued: the clock starts at the first bound, so it covers the other pods only.
+    counted = bound - 1 if arrival == "queued" else bound
     addresses = [a for a in watch.addresses.values() if a]
     result: dict[str, Any] = {
-        "nodes": nodes, "pods": pods, "mode": mode, "round": round_no,
+        "nodes": nodes, "pods": pods, "mode": mode, "round": round_no, "arrival": arrival,
         "bound": bound, "complete": bound == pods,
         "seconds": round(seconds, 3),
-        "pods_per_s": round(bound / seconds, 2) if bound == pods and seconds > 0 else None,
-        "create_seconds": round(max(created_at, default=first) - first, 3),
+        "pods_per_s": round(counted / seconds, 2) if bound == pods and seconds > 0 else None,
+        "create_seconds": round(max(created_at, default=create_started) - create_started, 3),
+        "cpu_pods": counted,
         "cpu_s": cpu, "machine_busy_s": round(busy, 2),
         "loadavg_at_start": load,
         "extender": latency, "extender_failures": {k: v for k, v in errors.items() if v},
         "scheduler_attempts": {k: attempts_after.get(k, 0) - attempts_before.get(k, 0)
                                for k in attempts_after},
         "addresses": len(addresses), "distinct_addresses": len(set(addresses)),
+        "extender_connections_closed_60s": closed,
         "watch_error": watch.error,
     }
     if mode != "bare" and (len(addresses) != bound or len(set(addresses)) != bound):
@@ -428,15 +479,29 @@ def run_once(env: Env, size: tuple[int, int], mode: str, round_no: int,
 
 
 def _py_spy(env: Env, out_dir: Path, label: str) -> subprocess.Popen[bytes] | None:
-    """py-spy recording ipam for the run (only with --profile: it costs CPU itself)."""
+    """py-spy recording ipam for the run (only with --profile: it costs CPU itself). With
+    BENCH_PY_SPY_NATIVE=1: C frames too (the process is paused per sample, at 50 Hz)."""
     exe = shutil.which("py-spy")
     if exe is None or env.ipam.proc is None:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
+    native = os.environ.get("BENCH_PY_SPY_NATIVE") == "1"
+    mode = ["--native", "--rate", "50"] if native else ["--nonblocking", "--rate", "200"]
     return subprocess.Popen(
-        [exe, "record", "--pid", str(env.ipam.proc.pid), "--rate", "200", "--format", "raw",
-         "--output", str(out_dir / f"{label}.txt"), "--nonblocking"],
+        [exe, "record", "--pid", str(env.ipam.proc.pid), "--format", "raw", *mode,
+         "--output", str(out_dir / f"{label}{'-native' if native else ''}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def closed_extender_connections(env: Env) -> int:
+    """Connections to the extender listener that kube-scheduler closed in the last ~60 s
+    (its side's TIME_WAIT sockets). Go's http.Transport keeps at most 2 idle connections
+    per host (MaxIdleConnsPerHost), so with binds in flight it opens and closes connections,
+    and every new one costs a TLS handshake on our side."""
+    out = subprocess.run(["ss", "-Htn", "state", "time-wait",
+                          f"( dport = :{env.ipam.extender_port} )"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    return len([line for line in out.stdout.splitlines() if line.strip()])
 
 
 
@@ -448,51 +513,55 @@ def _median(values: list[float]) -> float:
 def summarise(runs: list[dict[str, Any]], sizes: list[tuple[int, int]]) -> Section:
     section = Section(
         "real-scheduler", "Real kube-scheduler 1.20: bare vs with ipam (medians of runs)",
-        ["nodes x pods", "mode", "runs", "pods/s", "vs bare", "ipam+PG CPU ms/pod",
+        ["nodes x pods", "arrival", "mode", "runs", "pods/s", "vs bare", "ipam+PG CPU ms/pod",
          "ipam ms/pod", "PG ms/pod", "scheduler ms/pod", "apiserver ms/pod", "etcd ms/pod",
          "bind p99 ms <=", "filter p99 ms <="])
     figures: dict[str, Any] = {}
-    for nodes, pods in sizes:
+    arrivals = [a for a in ARRIVALS if any(r.get("arrival", "stream") == a for r in runs)]
+    for (nodes, pods), arrival in ((size, a) for size in sizes for a in arrivals):
         key = f"{nodes}x{pods}"
-        bare = _median([r["pods_per_s"] for r in runs if (r["nodes"], r["pods"], r["mode"])
-                        == (nodes, pods, "bare") and r["pods_per_s"]])
+        of_size = [r for r in runs if (r["nodes"], r["pods"], r.get("arrival", "stream"))
+                   == (nodes, pods, arrival)]
+        bare = _median([r["pods_per_s"] for r in of_size
+                        if r["mode"] == "bare" and r["pods_per_s"]])
         for mode in MODES + EXTRA_MODES:
-            mine = [r for r in runs if (r["nodes"], r["pods"], r["mode"]) == (nodes, pods, mode)]
+            mine = [r for r in of_size if r["mode"] == mode]
             if not mine:
                 continue
             rates = [r["pods_per_s"] for r in mine if r["pods_per_s"]]
             rate = _median(rates)
 
             def per_pod(role: str, mine: list[dict[str, Any]] = mine) -> float:
-                return _median([r["cpu_s"][role] * 1000 / r["bound"] for r in mine
-                                if r["bound"]])
+                return _median([r["cpu_s"][role] * 1000 / r["cpu_pods"] for r in mine
+                                if r["cpu_pods"]])
 
-            ours = _median([(r["cpu_s"]["ipam"] + r["cpu_s"]["postgres"]) * 1000 / r["bound"]
-                            for r in mine if r["bound"]])
+            ours = _median([(r["cpu_s"]["ipam"] + r["cpu_s"]["postgres"]) * 1000
+                            / r["cpu_pods"] for r in mine if r["cpu_pods"]])
             bind99 = _median([r["extender"]["bind"]["p99_ms_le"] for r in mine
                               if "bind" in r["extender"]])
             filt99 = _median([r["extender"]["filter"]["p99_ms_le"] for r in mine
                               if "filter" in r["extender"]])
             ratio = rate / bare if bare == bare and bare else float("nan")
-            section.rows.append([key, mode, f"{len(rates)}/{len(mine)}", rate,
+            section.rows.append([key, arrival, mode, f"{len(rates)}/{len(mine)}", rate,
                                  ratio if mode != "bare" else 1.0,
                                  ours if mode != "bare" else float("nan"),
                                  per_pod("ipam"), per_pod("postgres"),
                                  per_pod("kube-scheduler"), per_pod("kube-apiserver"),
                                  per_pod("etcd"), bind99, filt99])
-            figures[f"{key}/{mode}"] = {
+            figures[f"{key}/{arrival}/{mode}"] = {
                 "pods_per_s_median": rate, "pods_per_s_runs": [r["pods_per_s"] for r in mine],
                 "ratio_vs_bare": ratio, "ours_cpu_ms_per_pod": ours,
                 "cpu_ms_per_pod": {role: per_pod(role) for role in PROCESSES},
                 "bind_p99_ms_le": bind99, "filter_p99_ms_le": filt99}
+            tag = f"{key}, {arrival}"
             if mode == "names":
                 if (nodes, pods) == (1000, 1000):
                     section.targets.append(Target(
-                        f"names mode vs bare, {key}", ratio, 0.9, "x", op="ge"))
+                        f"names mode vs bare, {tag}", ratio, 0.9, "x", op="ge"))
                 section.targets.append(Target(
-                    f"ipam + PostgreSQL CPU per pod, names, {key}", ours, 1.5, "ms"))
+                    f"ipam + PostgreSQL CPU per pod, names, {tag}", ours, 1.5, "ms"))
             if mode == "full":
-                section.targets.append(Target(f"full-node mode vs bare, {key}", ratio, 0.5,
+                section.targets.append(Target(f"full-node mode vs bare, {tag}", ratio, 0.5,
                                               "x", op="ge"))
     section.figures = figures
     incomplete = [r for r in runs if not r["complete"]]
@@ -537,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES),
                         help="which of bare,names,full to run (default all three); also "
                              "names-shipped: names mode with the shipped file's qps/burst")
+    parser.add_argument("--arrival", choices=[*ARRIVALS, "both"], default="stream",
+                        help="stream: pods created while the scheduler runs, clock from the "
+                             "first create (the issue's figure); queued: created first, clock "
+                             "from the first bound (the scheduler's own rate); both: each run "
+                             "twice, interleaved")
     parser.add_argument("--quick", action="store_true",
                         help="20 nodes x 60 pods, 1 round: proves the machinery, figures "
                              "mean nothing")
@@ -567,10 +641,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {nodes} nodes ready ({took:.0f} s)", flush=True)
                 for r in range(rounds):
                     order = modes[r % len(modes):] + modes[:r % len(modes)]
-                    for mode in order:
-                        result = run_once(env, (nodes, pods), mode, r, args.profile)
+                    arrivals = list(ARRIVALS) if args.arrival == "both" else [args.arrival]
+                    for mode, arrival in ((m, a) for m in order for a in arrivals):
+                        result = run_once(env, (nodes, pods), mode, r, arrival, args.profile)
                         doc["runs"].append(result)
-                        print(f"  {nodes}x{pods} r{r} {mode:5}: "
+                        print(f"  {nodes}x{pods} r{r} {arrival:6} {mode:5}: "
                               f"{result['pods_per_s'] or 'INCOMPLETE'} pods/s "
                               f"({result['bound']}/{pods} in {result['seconds']} s, create "
                               f"{result['create_seconds']} s, load "
