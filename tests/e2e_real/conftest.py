@@ -1,6 +1,8 @@
 """The session's real cluster: control plane, kubelet stand-in, ipam serve, its database.
 
-Started once, on first use, by the ``cluster`` fixture. When the binaries of
+Started once, on first use, by the ``cluster`` fixture, and stopped after the last test of
+this package (package-scoped), so the rest of a whole-suite run does not share the machine
+with it. When the binaries of
 ``realkube/build.sh`` are missing, every test here skips with one line, except in CI
 (``CI=true``), where that is a failure: CI builds them first (``.ci/run``).
 """
@@ -44,7 +46,7 @@ def _realkube_available() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     _realkube_available()
     plane = ControlPlane(tmp_path_factory.mktemp("realkube") / "run")
@@ -60,7 +62,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             shutil.copytree(plane.run / "log", kept, symlinks=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(control_plane: ControlPlane,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     plane = control_plane
