@@ -95,7 +95,10 @@ class PoolConfigService:
                     return diff
 
                 placed = await store.pools.place_rows(config.pools)
-                homeless = [r for r in placed if r.new_pool is None and r.state != "free"]
+                # A quarantined address is released already: outside the config it is
+                # dropped like a free one (no pod can get it there anyway).
+                homeless = [r for r in placed if r.new_pool is None
+                            and r.state not in ("free", "quarantined")]
                 if homeless:
                     shown = homeless[:50]
                     raise Conflict(

@@ -382,7 +382,8 @@ class AddressRepository:
             {"p": pool_id, "addrs": addrs})
 
     async def delete_free(self, row_ids: Sequence[int]) -> None:
+        """Delete rows nobody holds: free, or released and cooling down."""
         if row_ids:
             await self.sql.execute(
-                "DELETE FROM addresses WHERE id = ANY(:ids) AND state = 'free'",
-                {"ids": list(row_ids)})
+                "DELETE FROM addresses WHERE id = ANY(:ids) "
+                "AND state IN ('free', 'quarantined')", {"ids": list(row_ids)})

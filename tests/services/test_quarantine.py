@@ -372,3 +372,18 @@ def test_the_period_round_trips_through_galaxys_shape() -> None:
     assert "quarantineSeconds" not in config.pools[1].to_galaxy()
     again = parse_pool_config([p.to_galaxy() for p in config.pools])
     assert again == config
+
+
+async def test_config_shrink_drops_a_quarantined_address_instead_of_refusing(
+        db: Database) -> None:
+    allocator = Allocator(db, quarantine_seconds=3600)
+    pool = await pools(db, entry("10.20.0.1~10.20.0.9"))
+    pods = [make_pod(n) for n in ("a", "b")]
+    for p in pods:
+        await allocator.allocate(p, pool, node="n", actor=ACTOR)
+    await gone(allocator, pods[0])  # 10.20.0.1 quarantined, 10.20.0.2 allocated
+    service = PoolConfigService(db)
+    diff = await service.apply(parse_pool_config([entry("10.20.0.2~10.20.0.9")]),
+                               actor=Actor("test"))
+    assert diff.changed and diff.dropped_free_rows >= 1
+    assert {a: v[0] for a, v in (await rows(db)).items()} == {"10.20.0.2": "allocated"}
