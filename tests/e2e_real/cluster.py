@@ -444,6 +444,7 @@ class Postgres:
         self.admin_dsn = admin_dsn
         self.name = f"ipam_e2e_{os.getpid()}_{int(time.time())}"
         self.role = f"{self.name}_svc"
+        self._conn: asyncpg.Connection | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="e2e-postgres",
                                         daemon=True)
@@ -486,7 +487,13 @@ class Postgres:
         self._run(self._admin(f'CREATE ROLE "{self.role}" LOGIN IN ROLE ipam_app'))
         return self.url(self.role)
 
+    async def _close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
     def drop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(self._close())
         with contextlib.suppress(Exception):
             self._run(self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)',
                                   f'DROP ROLE IF EXISTS "{self.role}"'))
@@ -495,12 +502,12 @@ class Postgres:
         self._loop.close()
 
     async def _query(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        dsn, kwargs = self._dsn(self.name)
-        conn = await asyncpg.connect(dsn, **kwargs)
-        try:
-            return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
+        # One connection kept for the session: a connection per query churns the shared
+        # server's slots, which a busy machine's other test runs may have used up.
+        if self._conn is None or self._conn.is_closed():
+            dsn, kwargs = self._dsn(self.name)
+            self._conn = await asyncpg.connect(dsn, **kwargs)
+        return [dict(r) for r in await self._conn.fetch(sql, *args)]
 
     def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return self._run(self._query(sql, args))
