@@ -121,13 +121,15 @@ _FREE = f"""
 
 #: A release: quarantined until the last use plus the pool's period (its
 #: ``quarantine_seconds``, else ``:default``), or free at once when that time has passed. The
-#: last use is now for an allocated row, ``kept_since`` for a kept one; a reserved or an
-#: already quarantined row (an operator ending it early) is freed. The quarantined row keeps
-#: its owner (the same owner may take it back at once) and its last pod's name.
+#: last use is now for an allocated row, ``kept_since`` for a row kept when its pod left (one
+#: with a pod name; a named pool's pre-allocated row had no pod since it was free); a reserved
+#: or an already quarantined row (an operator ending it early) is freed. The quarantined row
+#: keeps its owner (the same owner may take it back at once) and its last pod's name.
 _RELEASE = f"""
     WITH r AS (
-        SELECT a.id, CASE a.state WHEN 'allocated' THEN now()
-                                  WHEN 'kept' THEN coalesce(a.kept_since, now()) END
+        SELECT a.id, CASE WHEN a.state = 'allocated' THEN now()
+                          WHEN a.state = 'kept' AND a.pod_name IS NOT NULL
+                              THEN coalesce(a.kept_since, now()) END
                      + coalesce(p.quarantine_seconds, CAST(:default AS integer))
                        * interval '1 second' AS until
         FROM addresses a JOIN pools p ON p.id = a.pool_id

@@ -64,6 +64,9 @@ def rest_settings(db_url: str, fake: FakeApiServer, tmp_path: Path, **over: Any
         "catalog_refresh_seconds": 0.5, "kube_threads": 16, "auth_tokens_path": tokens,
         # Tests schedule through this port; a real one keeps the verbs on the TLS listener.
         "extender_on_api_port": True,
+        # Released addresses are free at once, as in galaxy: the tests of quarantine set a
+        # period of their own (tests/k8s/test_quarantine_lifecycle.py).
+        "quarantine_seconds": 0,
     }
     values.update(over)
     return RestSettings(**values)

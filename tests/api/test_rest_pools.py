@@ -58,13 +58,14 @@ async def test_usage_per_pool_range_and_vlan(rest: RunningService,
         ("10.11.128.1~10.11.128.10", 10, 1, 9), ("10.11.129.1~10.11.129.5", 5, 1, 4)]
     assert first["ranges"][0]["allocated"] == 1 and first["ranges"][1]["reserved"] == 1
     assert second["ranges"] == [{"range": "10.12.0.1~10.12.0.4", "total": 4, "allocated": 0,
-                                 "kept": 0, "reserved": 1, "used": 1, "free": 3}]
+                                 "kept": 0, "reserved": 1, "quarantined": 0, "used": 1,
+                                 "free": 3}]
     assert plain["vlan"] is None and plain["name"] == "plain"
     assert body["vlans"] == [
         {"vlan": 1200, "pools": ["10.11.128.0/21", "10.12.0.0/24"], "total": 19,
-         "allocated": 1, "kept": 0, "reserved": 2, "used": 3, "free": 16},
+         "allocated": 1, "kept": 0, "reserved": 2, "quarantined": 0, "used": 3, "free": 16},
         {"vlan": None, "pools": ["plain"], "total": 3, "allocated": 0, "kept": 0,
-         "reserved": 1, "used": 1, "free": 2},
+         "reserved": 1, "quarantined": 0, "used": 1, "free": 2},
     ]
 
 

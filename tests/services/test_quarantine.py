@@ -26,7 +26,7 @@ from ipam.services.pool_config import PoolConfigService, pool_usage
 from ipam.services.reconciler import Reconciler
 from ipam.settings import ReconcilerSettings
 from ipam.storage.database import Database
-from ipam.storage.records import PoolRecord
+from ipam.storage.records import Holder, PoolRecord
 from tests.services.helpers import deployment_pod, make_pod, routable
 
 NODE = "10.10.100.5"
@@ -387,3 +387,24 @@ async def test_config_shrink_drops_a_quarantined_address_instead_of_refusing(
                                actor=Actor("test"))
     assert diff.changed and diff.dropped_free_rows >= 1
     assert {a: v[0] for a, v in (await rows(db)).items()} == {"10.20.0.2": "allocated"}
+
+
+async def test_a_kept_row_no_pod_ever_held_is_free_at_once(db: Database) -> None:
+    """A named pool's pre-allocated address: taken from free, no pod since; nothing to cool."""
+    allocator = Allocator(db, quarantine_seconds=3600)
+    (pool,) = await pools(db, entry("10.20.0.1~10.20.0.9"))
+    async with db.transaction() as store:
+        spare = await allocator.take_fresh(store, pool, Holder(
+            state="kept", owner_key="pool/gp", policy="never"))
+    assert spare is not None
+    member = make_pod("m", annotations={"tke.cloud.tencent.com/eni-ip-pool": "gp"})
+    (used,) = await allocator.allocate(member, [pool], node="n", actor=ACTOR)
+    assert used.address == spare.address  # the pool's kept address, taken by its pod
+    await allocator.release_pod(member.uid, keep=True, actor=ACTOR, reason="gone")
+    async with db.transaction() as store:
+        other = await allocator.take_fresh(store, pool, Holder(
+            state="kept", owner_key="pool/gp", policy="never"))
+    assert other is not None
+    released = await allocator.release_owner("pool/gp", actor=ACTOR, reason="pool deleted")
+    assert {(str(r.address), r.state) for r in released} == {
+        (str(spare.address), "quarantined"), (str(other.address), "free")}
