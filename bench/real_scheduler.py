@@ -445,7 +445,8 @@ def run_once(env: Env, size: tuple[int, int], mode: str, round_no: int,
         if key in hist_after:
             p99, n = histogram_quantile(hist_before.get(key, {}), hist_after[key], 0.99)
             p50, _ = histogram_quantile(hist_before.get(key, {}), hist_after[key], 0.50)
-            latency[verb] = {"n": n, "p50_ms_le": p50, "p99_ms_le": p99}
+            if n:
+                latency[verb] = {"n": n, "p50_ms_le": p50, "p99_ms_le": p99}
     errors = {f"{v}/{o}": int(max(h.values()) - max(hist_before.get((v, o), {0: 0}).values()))
               for (v, o), h in hist_after.items() if o != "ok"}
     attempts_after = env.scheduler_attempts()
@@ -506,8 +507,10 @@ def closed_extender_connections(env: Env) -> int:
 
 
 # -- the report -------------------------------------------------------------------------------
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+def _median(values: list[float | None]) -> float:
+    """Median of the numbers (NaN, stored as JSON null, left out); NaN when none."""
+    numbers = [v for v in values if v is not None and v == v]
+    return statistics.median(numbers) if numbers else float("nan")
 
 
 def summarise(runs: list[dict[str, Any]], sizes: list[tuple[int, int]]) -> Section:
@@ -620,7 +623,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record ipam with py-spy (raw, 200 Hz) during every extender "
                              "run, into DIR; the profiler's CPU skews the figures")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="only summarise the runs of an earlier JSON (e.g. one stopped "
+                             "with Ctrl-C: it is written after every run) and rewrite it")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        return report(args.report)
     sizes = list(QUICK_SIZES) if args.quick else (args.sizes or list(DEFAULT_SIZES))
     rounds = 1 if args.quick else args.rounds
     modes = [m for m in args.modes.split(",") if m]
@@ -655,13 +663,21 @@ def main(argv: list[str] | None = None) -> int:
                         out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    section = summarise(doc["runs"], sizes)
-    doc["summary"] = section.to_dict()
-    doc["targets"] = [t.to_dict() for t in section.targets]
     doc["seconds"] = round(time.monotonic() - started, 1)
     doc["machine"]["loadavg_at_end"] = os.getloadavg()
     out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return report(out)
+
+
+def report(path: Path) -> int:
+    """Print the summary of the runs in ``path`` and store it there."""
+    doc = orjson.loads(path.read_bytes())
+    sizes = sorted({(r["nodes"], r["pods"]) for r in doc["runs"]})
+    section = summarise(doc["runs"], sizes)
+    doc["summary"] = section.to_dict()
+    doc["targets"] = [t.to_dict() for t in section.targets]
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     print(render(section))
     print(summary([section]))
-    print(f"total {doc['seconds']} s; JSON in {out}")
+    print(f"{len(doc['runs'])} runs; total {doc.get('seconds', '?')} s; JSON in {path}")
     return 0
