@@ -16,7 +16,7 @@ from ipam.engine.galaxy_args import ArgsError, IpInfo, annotation_with_ipinfos, 
 from ipam.engine.ip_ranges import IPAddress, IpRange
 from ipam.engine.pod import CNI_ARGS_ANNOTATION, ENI_IP_RESOURCE, PodFacts
 from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, owner_of
-from ipam.errors import InvalidInput, IpamError, NotFound, Unavailable
+from ipam.errors import Conflict, InvalidInput, IpamError, NotFound, Unavailable
 from ipam.services.allocation import Actor, Allocator, covers
 from ipam.services.placement_state import NodeDirectory, PoolCatalog, Promises, RecentPods
 from ipam.services.pod_lifecycle import PodLifecycle, WorkloadReader
@@ -149,6 +149,26 @@ class Placement:
         mine = [r for r in rows if r.pod_uid == pod.uid]
         return mine or self._kept(pod, rows) or [r for r in rows if r.state == "quarantined"]
 
+    async def _hand_over(self, pod: PodFacts, owner: Owner, rows: list[AddressRecord]) -> bool:
+        """A StatefulSet ordinal (or a bare pod kept by name) re-created under a new UID:
+        the old pod's address is still allocated until the pod watcher processes its
+        deletion. This pod has the same name, so the API server proves the old one gone:
+        release it under its policy now (it is kept for the owner), so that the first bind
+        succeeds instead of a Conflict that parks the pod in the scheduler's unschedulable
+        queue for a minute. Whether anything was released."""
+        if self.cluster is None or self.lifecycle is None:
+            return False
+        released = False
+        for row in rows:
+            if (row.owner_key != owner.key or row.state != "allocated" or row.pod_uid is None
+                    or row.pod_uid == pod.uid):
+                continue
+            holder = await self.cluster.get_pod(row.pod_namespace or "", row.pod_name or "")
+            if holder is None or holder.uid != row.pod_uid or holder.terminated:
+                await self.lifecycle.pod_gone(row.pod_uid, actor=GATE_ACTOR)
+                released = True
+        return released
+
     async def _owner_gate(self, pod: PodFacts, owner: Owner, rows: list[AddressRecord]
                           ) -> tuple[str | None, bool]:
         """A Deployment (or other controller) that keeps its addresses: (a reason to hold
@@ -245,6 +265,10 @@ class Placement:
         # galaxy does (TestFilterForDeploymentIPPool): the pool reuses before it grows.
         strict = bool(held) and (owner.keeps_per_pod or bool(mine)
                                  or owner.kind is OwnerKind.POOL)
+        if not mine and owner.keeps_per_pod and await self._hand_over(pod, owner, rows):
+            rows = await self._rows(pod)
+            held = [r for r in rows if r.state == "kept"]
+            strict = bool(held)
         if not mine and owner.kind in (OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
             wait, pinned = await self._owner_gate(pod, owner, rows)
             if wait is not None:
@@ -423,9 +447,17 @@ class Placement:
         if node_ip is None:
             raise NotFound(f"node {node} is unknown or has no InternalIP")
         actor = Actor("scheduler", request_id=request_id)
+        pools = self.catalog.pools_for(node_ip)
         try:
-            traced = await self.allocator.allocate_traced(
-                pod, self.catalog.pools_for(node_ip), node=node, actor=actor)
+            try:
+                traced = await self.allocator.allocate_traced(pod, pools, node=node,
+                                                              actor=actor)
+            except Conflict:
+                # The ordinal's old pod may be gone with its release not yet processed.
+                if not await self._hand_over(pod, owner_of(pod), await self._rows(pod)):
+                    raise
+                traced = await self.allocator.allocate_traced(pod, pools, node=node,
+                                                              actor=actor)
         finally:
             self.promises.drop(uid)
         records = [rec for _, rec in traced]

@@ -282,3 +282,30 @@ async def test_prioritize_prefers_more_free_addresses_then_the_kept_subnet(
     body = {"Pod": replacement, "Nodes": nodes, "NodeNames": None}
     scores = {e["Host"]: e["Score"] for e in (await post(svc, "prioritize", body)).json()}
     assert scores["node-x"] > scores["node-0"], scores
+
+
+async def test_recreated_statefulset_ordinal_binds_at_once_before_the_watcher(
+        db_url: str, two_pools: Path, fake_apiserver: FakeApiServer, tmp_path: Path) -> None:
+    """Same name, new UID: the API server proves the old pod gone, so its address is handed
+    over on the first bind instead of a Conflict that parks the pod for a minute."""
+    for name, ip in SEED_NODES.items():
+        fake_apiserver.create("nodes", make_node(name, internal_ip=ip))
+    settings = service_settings(db_url, fake_apiserver, tmp_path, pools_file=two_pools,
+                                controllers_enabled=False)
+    nodes = {"items": [fake_apiserver.get("nodes", "node-0")]}
+    async with running_service(settings) as svc:
+        w = Workloads(fake_apiserver)
+        s = w.statefulset("db", 2, "immutable")
+        addresses = []
+        for ordinal in (0, 1, 1):
+            if ordinal == 1 and addresses[1:]:
+                fake_apiserver.delete("pods", "db-1", namespace="default",
+                                      grace_period_seconds=0)
+            pod = w.sts_pod(s, ordinal)
+            reply = (await post(svc, "filter", {"Pod": pod, "Nodes": nodes,
+                                                "NodeNames": None})).json()
+            assert [n["metadata"]["name"] for n in reply["Nodes"]["items"]] == ["node-0"]
+            assert (await post(svc, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
+            held = await svc.runtime.allocator.pod_addresses(pod["metadata"]["uid"])
+            addresses.append(str(held[0].address))
+        assert addresses[2] == addresses[1] and len(await rows(svc)) == 2
