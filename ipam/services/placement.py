@@ -265,9 +265,14 @@ class Placement:
         # galaxy does (TestFilterForDeploymentIPPool): the pool reuses before it grows.
         strict = bool(held) and (owner.keeps_per_pod or bool(mine)
                                  or owner.kind is OwnerKind.POOL)
-        if not mine and owner.keeps_per_pod and await self._hand_over(pod, owner, rows):
+        # (A default-policy bare pod's name key finds a same-named predecessor too: it keeps
+        # nothing, so there is nothing to hand over.)
+        if (not mine and owner.keeps_per_pod and (owner.kind is not OwnerKind.POD
+                                                  or ReleasePolicy.of(pod).keeps)
+                and await self._hand_over(pod, owner, rows)):
             rows = await self._rows(pod)
-            held = [r for r in rows if r.state == "kept"]
+            held = self._kept(pod, rows)
+            reclaim = [r for r in rows if r.state == "quarantined"]
             strict = bool(held)
         if not mine and owner.kind in (OwnerKind.DEPLOYMENT, OwnerKind.CONTROLLER):
             wait, pinned = await self._owner_gate(pod, owner, rows)
