@@ -19,15 +19,18 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 
 def address_action(before: AddressRecord | None, after: AddressRecord | None) -> str:
-    """allocate, reuse, keep, release or adopt, from a row's state before and after."""
+    """allocate, reuse, keep, reserve, quarantine or release, from a row's state before and
+    after (reuse: the owner takes back what it kept, or what cools down after its release)."""
     was = before.state if before is not None else "free"
     now = after.state if after is not None else "free"
     if now == "allocated":
-        return "reuse" if was == "kept" else "allocate"
+        return "reuse" if was in ("kept", "quarantined") else "allocate"
     if now == "kept":
         return "keep"
     if now == "reserved":
         return "reserve"
+    if now == "quarantined":
+        return "quarantine"
     return "release"
 
 

@@ -139,6 +139,8 @@ async def test_full_pool_filter_passes_only_the_owner_back(
                              namespace="default")
         assert [await schedule(svc, w.sts_pod(s, i)) for i in (1, 0)] == held[::-1]
         metrics = (await svc.client.get("/metrics")).text
+        assert 'ipam_address_changes_total{action="reuse",pool="10.11.128.0/24"} 2.0' \
+            in metrics
         assert 'ipam_pool_addresses{pool="10.11.128.0/24",state="allocated",vlan="0"} 2.0' \
             in metrics
 
@@ -185,6 +187,8 @@ async def test_quarantined_state_in_the_listing_the_cli_metrics_and_pools(
                 pool["quarantine_seconds"]) == (2, 1, 3, 7, HOUR)
         metrics = (await svc.client.get("/metrics")).text
         assert 'ipam_pool_addresses{pool="10.11.128.0/24",state="quarantined",vlan="0"} 2.0' \
+            in metrics
+        assert 'ipam_address_changes_total{action="quarantine",pool="10.11.128.0/24"} 2.0' \
             in metrics
         # An operator's release of a quarantined address ends the quarantine now.
         ended = await svc.client.post(f"/v1/addresses/{gone[0]}/release", json={})
