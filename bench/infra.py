@@ -313,7 +313,10 @@ class Service:
 async def running_service(pg: PgServer, database: str, api: FakeApi, pools_file: Path,
                           workdir: Path, extra_env: Mapping[str, str] | None = None
                           ) -> AsyncIterator[tuple[Service, float]]:
-    """A ready service and its spawn-to-ready seconds; stopped on exit."""
+    """A ready service and its spawn-to-ready seconds; stopped on exit. The schema is
+    migrated first, as ``ipam migrate`` does before ``ipam serve`` (serve only waits for
+    it); at head this is one read, outside the spawn-to-ready time."""
+    await migrate(pg, database)
     svc = Service.spawn(pg, database, api, pools_file, workdir, extra_env)
     try:
         ready = await svc.wait_ready()
