@@ -32,7 +32,8 @@ from ipam.api import (
     pools,
     reconciler,
 )
-from ipam.api.body_limit import BodyLimitMiddleware
+from ipam.api.auth import TokenBeforeBody
+from ipam.api.body_limit import BodyLimitMiddleware, BodyLimits
 from ipam.engine.pool_config import load_document, parse_pool_config
 from ipam.errors import Conflict, InvalidInput
 from ipam.k8s.controllers import Controllers, kube_configured
@@ -142,7 +143,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
 
 
 def _common(app: FastAPI, settings: Settings) -> None:
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limits=BodyLimits.from_settings(settings))
+    app.add_middleware(TokenBeforeBody)
     app.add_middleware(RequestIdMiddleware)
     errors.install(app)
     docs_assets.install(app)

@@ -80,8 +80,19 @@ class Settings(BaseSettings):
     pools_file: Path | None = None
     #: Where the embedded PostgreSQL keeps its data.
     data_dir: Path = Path("~/.local/share/ipam").expanduser()
-    #: Largest request body accepted, in bytes (a 5,000-node full-object filter is ~20 MB).
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: Largest body of the extender's filter and prioritize with full node objects
+    #: (nodeCacheCapable: false; 5,000 realistic nodes are ~19 MiB), and the share of all
+    #: large bodies in flight together. Sized with the manifests' 256 MiB memory limit:
+    #: docs/reliability.md, "Memory per request".
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    #: The same verbs with node names only (nodeCacheCapable: true, the shipped mode): 5,000
+    #: names and the pod are ~150 KiB; a larger one is a 413 before it is decoded (names
+    #: unknown to the cluster cost ~50x their bytes to answer, one failure reason each).
+    max_names_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Every other route (REST, bind; /v1/pools/import has the pool config's 4 MiB).
+    max_api_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: All request bodies being received or worked on at once (ipam.api.body_limit).
+    body_bytes_in_flight: int = Field(48 * 1024 * 1024, ge=1024)
     #: A connection the service waits on is closed past these (ipam.api.connections): from
     #: its opening, or the end of its last response, until its request headers are in ...
     http_header_timeout_seconds: float = Field(10.0, gt=0)

@@ -21,8 +21,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ipam import logs
+from ipam.api.responses import OrjsonResponse
 from ipam.errors import Forbidden, Unauthorized, Unavailable
 from ipam.services.access import Principal, Role, TokenFileError, TokenStore
 from ipam.services.allocation import Actor
@@ -103,6 +105,43 @@ CniReporter = Annotated[Principal, _require(Role.CNI)]
 def actor_of(request: Request, principal: Principal) -> Actor:
     """The audit actor of this request: the token's name and the request id."""
     return Actor(principal.actor, request_id=request_id(request))
+
+
+#: Served without a token: kube-scheduler cannot send one (their own listener protects them).
+TOKENLESS_PATHS = frozenset({"/v1/filter", "/v1/prioritize", "/v1/bind"})
+
+
+class TokenBeforeBody:
+    """With a token file, a request that carries a body must show a known token before the
+    body is read. FastAPI reads and parses a route's body before the route's dependencies
+    (``_require``) run, so a stranger's body would otherwise be parsed, at a few times its
+    size in memory, only to be answered 401. The role is still the route's to check."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in TOKENLESS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or (
+            b"transfer-encoding" in headers)
+        store: TokenStore | None = getattr(scope["app"].state, "tokens", None)
+        if not has_body or store is None or not store.enabled:
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            error = Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        elif store.authenticate(token.strip()) is None:
+            error = Unauthorized("invalid bearer token")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await OrjsonResponse(error.to_dict(), status_code=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="ipam"'})(
+            scope, receive, send)
 
 
 def extender_tls_options(settings: object) -> dict[str, Any]:

@@ -60,14 +60,24 @@ def error_body(code: str, message: str, **details: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+#: Fields listed in one validation error: a list of thousands of bad items is as many errors,
+#: and listing them all made the answer many times the request (and its memory).
+MAX_FIELDS = 50
+
+
 def validation_fields(exc: RequestValidationError) -> list[dict[str, str]]:
     """``[{"field": "query.limit", "message": ...}]``; body fields without the ``body.``."""
-    return [
+    errors = exc.errors()
+    fields = [
         {"field": "body" if err.get("type") == "json_invalid" else
          ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
          "message": err.get("msg", "")}
-        for err in exc.errors()
+        for err in errors[:MAX_FIELDS]
     ]
+    if len(errors) > MAX_FIELDS:
+        fields.append({"field": "", "message": f"{len(errors) - MAX_FIELDS} more errors "
+                                               "not listed"})
+    return fields
 
 
 def headers_for(exc: IpamError) -> dict[str, str] | None:

@@ -15,11 +15,13 @@ body, which is the reference for what is accepted and for every 400 message.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import gc
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,7 @@ from ipam.api.extender_wire import (
     HostPriority,
     documented,
 )
-from ipam.api.responses import JsonBytesResponse, OrjsonResponse
+from ipam.api.responses import JsonBytesResponse, OrjsonResponse, SplicedJsonResponse
 from ipam.engine.node import first_internal_ip, internal_ip, node_name
 from ipam.engine.pod import PodFacts, PodShapeError, pod_facts
 from ipam.errors import IpamError
@@ -50,13 +52,15 @@ router = APIRouter(prefix="/v1", tags=["scheduler extender"])
 
 
 class _GcPause:
-    """No cyclic garbage collection while an extender request is in flight.
+    """No cyclic garbage collection while an extender body is decoded.
 
     Through ``orjson.loads`` (the reference path, and bind), a full-node body parses into
     ~10^6 acyclic objects, freed by reference counting when the handler returns; with the
     collector on, allocating them triggers collections that walk them again and again (14-40%
-    of a 5,000-node filter under py-spy --native, before the typed decode). Nested and
-    interleaved requests share one pause; the collector resumes when the last one ends.
+    of a 5,000-node filter under py-spy --native, before the typed decode). The pause covers
+    the synchronous decode only, never an await: a process-wide pause held across the
+    placement's database round trips let the cyclic garbage of every other request pile up
+    (eight 1 MiB REST bodies rejected meanwhile took the process from 103 to 303 MB).
     """
 
     depth = 0
@@ -91,7 +95,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return _loads(await request.body())
 
 
-def _loads(raw: bytes) -> dict[str, Any]:
+def _loads(raw: Body) -> dict[str, Any]:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -152,28 +156,121 @@ class _Wire(msgspec.Struct, gc=False):
 
     Pod: msgspec.Raw = msgspec.Raw(b"null")
     Nodes: _NodeList | None = None
-    NodeNames: list[str] | None = None
+    #: A span too: its size is checked before its strings are built.
+    NodeNames: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _decode_wire = msgspec.json.Decoder(_Wire).decode
 _decode_node = msgspec.json.Decoder(_Node).decode
+_decode_names = msgspec.json.Decoder(list[str] | None).decode
+
+
+class NamesTooLarge(Exception):
+    """A NodeNames body over ``Settings.max_names_body_bytes``: refused before decoding
+    (600,000 names became ~250 MB of strings and failure reasons)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body exceeds {limit} bytes, the limit for NodeNames "
+                         "(nodeCacheCapable: true); full node objects may be larger")
+        self.limit = limit
 
 
 class _NotTyped(Exception):
     """The typed decode cannot vouch for the body; the reference path decides."""
 
 
-def _args(raw: bytes) -> _Args:
-    """The fast decode when it applies, else the reference one (same results, same errors)."""
+#: The reference decode builds every JSON value of the body (~6x its size in memory): past
+#: this size a body the typed decode refuses is refused with the typed decoder's reason.
+#: kube-scheduler's own bodies always take the typed way.
+REFERENCE_MAX_BYTES = 4 << 20
+
+Body = bytes | bytearray
+#: Bodies over this are worked on one at a time (``_one_large_at_a_time``).
+LARGE_WORK_BYTES = 256 << 10
+
+
+def _args(raw: Body, names_limit: int | None = None) -> _Args:
+    """The fast decode when it applies, else the reference one (same results, same errors).
+    A NodeNames body over ``names_limit`` raises ``NamesTooLarge`` either way."""
     try:
-        return _typed_args(raw)
-    except (_NotTyped, msgspec.MsgspecError, ValueError, RecursionError):
+        return _typed_args(raw, names_limit)
+    except (_NotTyped, msgspec.MsgspecError, ValueError, RecursionError) as exc:
         # ValueError: also a PodShapeError or a bad UTF-8 byte; RecursionError: msgspec's
         # nesting limit (below orjson's 1024, so nothing orjson refuses gets through).
+        if names_limit is not None and _names_too_large(raw, names_limit):
+            raise NamesTooLarge(names_limit) from None
+        if len(raw) > REFERENCE_MAX_BYTES:
+            raise WireError(_typed_refusal(exc)) from None
         return _args_from_doc(_loads(raw))
 
 
-def _typed_args(raw: bytes) -> _Args:
+def _typed_refusal(exc: Exception) -> str:
+    if isinstance(exc, PodShapeError):
+        return f"Pod: {exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"body is not valid JSON: {exc}"
+    if isinstance(exc, _NotTyped):
+        return "Nodes: an item has no metadata.name, or neither NodeNames nor Nodes is set"
+    if isinstance(exc, RecursionError):
+        return "body is nested too deeply"
+    return f"body is not an ExtenderArgs: {exc}"
+
+
+class _Mode(msgspec.Struct, gc=False):
+    """Only whether NodeNames is set: decoded as a span, nothing is built."""
+
+    NodeNames: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_decode_mode = msgspec.json.Decoder(_Mode).decode
+
+
+def _is_null(span: msgspec.Raw) -> bool:
+    return len(span) == 4 and bytes(span) == b"null"  # without copying a long span
+
+
+def _names_too_large(raw: Body, limit: int) -> bool:
+    """Whether a body the typed decode refused is a NodeNames body over ``limit``."""
+    if len(raw) <= limit:
+        return False
+    try:
+        return not _is_null(_decode_mode(raw).NodeNames)
+    except (msgspec.MsgspecError, RecursionError):
+        return False  # not JSON: the decode's 400 says why
+
+
+def _too_large(exc: NamesTooLarge) -> OrjsonResponse:
+    return OrjsonResponse(error_body("too_large", str(exc), max_bytes=exc.limit),
+                          status_code=413)
+
+
+@asynccontextmanager
+async def _one_large_at_a_time(request: Request, raw: Body) -> AsyncIterator[None]:
+    """Work on one body over 256 KiB at a time (per process; both listeners share the app's
+    state). Decoding and answering cost a multiple of the body (up to ~25x for NodeNames of
+    unknown nodes); kube-scheduler sends one pod's filter, then its prioritize, so it never
+    waits here (5,000 names are ~150 KiB)."""
+    if len(raw) <= LARGE_WORK_BYTES:
+        yield
+        return
+    state = request.app.state
+    lock: asyncio.Lock | None = getattr(state, "large_extender_work", None)
+    if lock is None:
+        lock = state.large_extender_work = asyncio.Lock()
+    async with lock:
+        yield
+
+
+async def _read(request: Request) -> bytearray:
+    """The body in one buffer grown in place: ``Request.body()`` joins its chunks into a
+    second copy, which for a 30 MiB full-node body was 30 MiB more at the peak."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+def _typed_args(raw: Body, names_limit: int | None = None) -> _Args:
     """``_args_from_doc(orjson.loads(raw))`` without the node objects, or an exception.
 
     It only succeeds where the reference would accept with the same result. msgspec checks
@@ -183,9 +280,14 @@ def _typed_args(raw: bytes) -> _Args:
     """
     _check_utf8(raw)
     wire = _decode_wire(raw)
+    names: list[str] | None = None
+    if not _is_null(wire.NodeNames):
+        if names_limit is not None and len(raw) > names_limit:
+            raise NamesTooLarge(names_limit)
+        names = _decode_names(wire.NodeNames)
     pod = pod_facts(orjson.loads(memoryview(wire.Pod)))
-    if wire.NodeNames is not None:
-        return _Args(pod, names=wire.NodeNames)
+    if names is not None:
+        return _Args(pod, names=names)
     if wire.Nodes is None:
         raise _NotTyped
     spans = wire.Nodes.items
@@ -201,7 +303,7 @@ def _typed_args(raw: bytes) -> _Args:
     return _Args(pod, spans=list(spans), candidates=candidates)
 
 
-def _check_utf8(raw: bytes) -> None:
+def _check_utf8(raw: Body) -> None:
     """Raise ``UnicodeDecodeError`` where orjson would refuse the bytes. In 1 MiB steps, so a
     20 MB body with one emoji does not become an 80 MB string."""
     if raw.isascii():
@@ -244,12 +346,12 @@ def _args_from_doc(doc: Mapping[str, Any]) -> _Args:
 
 
 def _nodes_reply(args: _Args, passed: list[str], failed: dict[str, str] | None,
-                 unresolvable: dict[str, str] | None) -> JsonBytesResponse:
+                 unresolvable: dict[str, str] | None) -> Response:
     """The full-mode ExtenderFilterResult, with the passing nodes' spans spliced in as sent.
 
     Same JSON as encoding ``{"Nodes": {"metadata": {}, "items": [...]}, ...}`` with the
-    parsed items. The envelope is glued onto the first and last span so that the one join
-    is the only copy of the (up to ~20 MB) node bytes.
+    parsed items. The envelope is glued onto the first and last span, and the spans go out
+    in batches: the (up to ~32 MiB) node bytes are never copied whole.
     """
     spans, names = args.spans or [], args.node_names()
     if passed != names:
@@ -260,10 +362,10 @@ def _nodes_reply(args: _Args, passed: list[str], failed: dict[str, str] | None,
                      b',"FailedAndUnresolvableNodes":', _dumps(unresolvable), b',"Error":""}'))
     if not spans:
         return JsonBytesResponse(head + tail)
-    parts = list(spans)
+    parts: list[Any] = list(spans)
     parts[0] = head + parts[0]
     parts[-1] = b"".join((parts[-1], tail))  # a msgspec.Raw has no ``+``
-    return JsonBytesResponse(b",".join(parts))
+    return SplicedJsonResponse(parts)
 
 
 def _dumps(value: object) -> bytes:
@@ -313,16 +415,19 @@ def elsewhere(settings: Settings) -> APIRouter:
 async def filter_nodes(request: Request) -> Response:
     """ExtenderArgs in, ExtenderFilterResult out (same node field as the request used)."""
     started = time.perf_counter()
-    raw = await request.body()  # before the pause: a body that never ends must not hold it
-    with gc_paused():
-        outcome = await _filter(request, raw)  # the parsed body is freed when _filter returns
+    raw = await _read(request)
+    async with _one_large_at_a_time(request, raw):
+        outcome = await _filter(request, raw)  # the decoded body is freed on return
     return _observe(request, "filter", started, outcome)
 
 
-async def _filter(request: Request, raw: bytes) -> Outcome:
+async def _filter(request: Request, raw: Body) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(raw)
+        with gc_paused():  # the decode only: never across an await (issue 14, item 9)
+            args = _args(raw, request.app.state.runtime.settings.max_names_body_bytes)
+    except NamesTooLarge as exc:
+        return _too_large(exc), "too_large"
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod = args.pod
@@ -350,16 +455,19 @@ async def _filter(request: Request, raw: bytes) -> Outcome:
 async def prioritize_nodes(request: Request) -> Response:
     """ExtenderArgs in, HostPriorityList (``[{"Host", "Score"}]``, 0-10) out."""
     started = time.perf_counter()
-    raw = await request.body()
-    with gc_paused():
+    raw = await _read(request)
+    async with _one_large_at_a_time(request, raw):
         outcome = await _prioritize(request, raw)
     return _observe(request, "prioritize", started, outcome)
 
 
-async def _prioritize(request: Request, raw: bytes) -> Outcome:
+async def _prioritize(request: Request, raw: Body) -> Outcome:
     placement = _placement(request)
     try:
-        args = _args(raw)
+        with gc_paused():  # the decode only: never across an await (issue 14, item 9)
+            args = _args(raw, request.app.state.runtime.settings.max_names_body_bytes)
+    except NamesTooLarge as exc:
+        return _too_large(exc), "too_large"
     except WireError as exc:
         return _bad_request(str(exc)), "bad_request"
     pod, candidates = args.pod, args.as_candidates(placement)

@@ -29,7 +29,8 @@ async def state(svc: RunningService) -> tuple[Any, ...]:
     (json.dumps([{**GOOD, "ips": ["10.11.127.1~10.11.128.5"]}]), 422, "not inside subnet"),
     (json.dumps([{**GOOD, "ips": ["10.11.135.250~10.11.135.254"]}]), 422, "includes the gateway"),
     (json.dumps([{**GOOD, "vlan": 5000}]), 422, "outside 0-4094"),
-    (json.dumps([GOOD]) + " " * (10 * 1024 * 1024), 422, "the limit is"),
+    (json.dumps([GOOD]) + " " * (10 * 1024 * 1024), 413, "request body exceeds"),
+    (json.dumps([GOOD]) + " " * (4 * 1024 * 1024), 422, "the limit is"),
     ("[" * 200_000, 422, ""),
     ("data:\n  floatingips: 7\n", 422, "no data.floatingips|must be a JSON string|expected"),
 ])

@@ -113,3 +113,15 @@ async def test_a_chunked_body_over_the_limit_is_413(small_limit: RunningService,
                                              headers={**ADMIN,
                                                       "Content-Type": "application/json"})
     assert small.status_code != 413
+
+
+async def test_a_body_of_many_bad_items_gets_a_bounded_answer(rest: RunningService) -> None:
+    """9,000 invalid items are 9,000 validation errors (or more): the answer lists 50 and
+    counts the rest, instead of being many times the request."""
+    body = b'{"ips": [' + b"{}," * 9_000 + b"{}]}"
+    resp = await rest.client.post("/v1/ip", content=body,
+                                  headers={**ADMIN, "Content-Type": "application/json"})
+    assert resp.status_code == 400
+    fields = resp.json()["error"]["details"]["fields"]
+    assert len(fields) == 51 and len(resp.content) < len(body)
+    assert fields[-1]["message"].endswith("more errors not listed")
