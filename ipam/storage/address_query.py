@@ -138,12 +138,15 @@ def _window(spans: Sequence[_Span], after: IPAddress | None, count: int
 #: galaxy's fields of a taken row, as ``api.galaxy.floating_ip`` builds them from the owner
 #: key (``deploy/ns/app``, ``sts/ns/app/N``, ``ctrl/ns/Kind/app``, ``pool/name``, ``pod/ns/name``);
 #: an empty value is no value. Kept equal to it by tests/api/test_galaxy_listing.py.
+#: Quarantined rows are cooling down for nobody in particular: galaxy never lists such an
+#: address, so its API here does not either.
 _GALAXY_FIELDS = """
     WITH base AS (
         SELECT {columns}, a.owner_key AS g_key, split_part(a.owner_key, '/', 1) AS g_kind,
                length(a.owner_key) - length(replace(a.owner_key, '/', '')) + 1 AS g_parts,
                CASE WHEN a.state = 'allocated' THEN NULLIF(a.pod_name, '') END AS g_live
-        FROM addresses a JOIN pools p ON p.id = a.pool_id WHERE a.state <> 'free'
+        FROM addresses a JOIN pools p ON p.id = a.pool_id
+        WHERE a.state NOT IN ('free', 'quarantined')
     ), fields AS (
         SELECT base.*,
             NULLIF(CASE
