@@ -395,8 +395,9 @@ async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) ->
     loop = asyncio.get_running_loop()
     deadline, said = loop.time() + seconds, -float("inf")
     while True:
-        with _translated_errors(data_errors=False):
-            revision = await db.schema_revision()
+        # A database that cannot be reached raises as it is, as ``migrate`` does: the CLI
+        # names the host it tried (``ipam.cli._with_database``).
+        revision = await db.schema_revision()
         if revision == head_revision():
             return
         message = (f"the database schema is at revision {revision or 'none'}, this version "

@@ -119,3 +119,16 @@ def test_the_seed_pools_file_still_starts(db_url_sync: str, tmp_path: Path) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_an_unreachable_database_at_start_is_one_error_line(tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens there
+    env = _env(f"postgresql+asyncpg://ipam:secret@127.0.0.1:{port}/ipam", tmp_path,
+               IPAM_PORT=str(_free_port()))
+    done = subprocess.run([sys.executable, "-m", "ipam", "serve"], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 4, done.stderr
+    assert "Traceback" not in done.stderr and "secret" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot reach the database at 127.0.0.1:{port} (connection refused); check "
+        "IPAM_DATABASE_URL")
