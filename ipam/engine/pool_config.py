@@ -125,11 +125,11 @@ def load_document(text: str) -> Any:
     if stripped.startswith("["):
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
             raise ConfigError(f"not valid JSON: {exc}") from None
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:
         raise ConfigError(f"not valid YAML or JSON: {exc}") from None
     if isinstance(doc, dict) and "data" in doc:
         data = doc.get("data") or {}
@@ -140,7 +140,7 @@ def load_document(text: str) -> Any:
             raise ConfigError("data.floatingips must be a JSON string")
         try:
             return json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
             raise ConfigError(f"data.floatingips is not valid JSON: {exc}") from None
     return doc
 

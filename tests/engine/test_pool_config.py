@@ -166,3 +166,13 @@ def test_bad_config_names_entry_and_field(
 def test_unreadable_documents(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_pool_config(load_document(text))
+
+
+@pytest.mark.parametrize("text", [
+    '[{"routableSubnet": "10.0.0.0/24", "vlan": ' + "9" * 5000 + "}]",
+    "data:\n  floatingips: '[{\"vlan\": " + "9" * 5000 + "}]'\n",
+    "- vlan: " + "9" * 5000 + "\n",
+])
+def test_an_integer_past_the_digit_limit_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_pool_config(load_document(text))
