@@ -245,6 +245,7 @@ def environment(workdir: Path, extra_ipam_env: dict[str, str] | None = None) -> 
     everything stopped (by pid) and dropped on exit."""
     from tests.e2e_real.cluster import (
         MANIFESTS,
+        REALKUBE_DIR,
         ControlPlane,
         IpamService,
         Kube,
@@ -293,6 +294,12 @@ def environment(workdir: Path, extra_ipam_env: dict[str, str] | None = None) -> 
             db.drop()
         with contextlib.suppress(Exception):
             plane.stop()
+        # The logs (ipam's included) outlive the run dir, as the e2e suite keeps its own.
+        kept = REALKUBE_DIR / "bench-last-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        if (plane.run / "log").is_dir():
+            shutil.copytree(plane.run / "log", kept, symlinks=True)
+            print(f"# logs in {kept}", flush=True)
 
 
 # -- one run ----------------------------------------------------------------------------------
