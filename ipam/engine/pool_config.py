@@ -125,8 +125,10 @@ def load_document(text: str) -> Any:
     if stripped.startswith("["):
         try:
             return json.loads(text)
-        except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
+        except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc}") from None
+        except ValueError as exc:  # an integer past Python's digit limit
+            raise ConfigError(f"a number is too long: {exc}") from None
     try:
         doc = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError) as exc:
