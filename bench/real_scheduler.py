@@ -527,6 +527,9 @@ def summarise(runs: list[dict[str, Any]], sizes: list[tuple[int, int]]) -> Secti
          "ipam ms/pod", "PG ms/pod", "scheduler ms/pod", "apiserver ms/pod", "etcd ms/pod",
          "bind p99 ms <=", "filter p99 ms <="])
     figures: dict[str, Any] = {}
+    for r in runs:  # runs recorded before the queued arrival existed
+        r.setdefault("arrival", "stream")
+        r.setdefault("cpu_pods", r["bound"])
     arrivals = [a for a in ARRIVALS if any(r.get("arrival", "stream") == a for r in runs)]
     for (nodes, pods), arrival in ((size, a) for size in sizes for a in arrivals):
         key = f"{nodes}x{pods}"
