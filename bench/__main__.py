@@ -1,4 +1,4 @@
-"""``python -m bench {all,filter,bind,schedule,poolsize,restart} [--quick] [--json FILE]``."""
+"""``python -m bench SECTION [--quick] [--json FILE]``; SECTION: all or one of ``SECTIONS``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from typing import Any
 
 import orjson
 
-from bench import bind_throughput, filter_latency, pool_size, restart, schedule_run
+from bench import (
+    bind_throughput,
+    filter_latency,
+    operator_reads,
+    pool_size,
+    restart,
+    scale_up,
+    schedule_run,
+)
 from bench.lab import Lab
 from bench.report import Section, render, summary
 
@@ -25,6 +33,8 @@ SECTIONS: dict[str, Callable[[Lab], Awaitable[Section]]] = {
     "schedule": schedule_run.run,
     "poolsize": pool_size.run,
     "restart": restart.run,
+    "reads": operator_reads.run,
+    "scale": scale_up.run,
 }
 
 

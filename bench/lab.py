@@ -41,6 +41,14 @@ class Sizes:
     restart_nodes: int = 5000
     restart_repeats: int = 3
     restart_load_filters: int = 50
+    reads_allocations: int = 100_000
+    reads_pages: int = 200
+    #: Issue 18's "10x": allocations, nodes (filter names) and pods scheduled in one run.
+    scale_allocations: int = 1_000_000
+    scale_nodes: int = 10_000
+    scale_filters: int = 300
+    scale_deployments: int = 1000
+    scale_replicas: int = 10
 
 
 FULL = Sizes()
@@ -53,6 +61,9 @@ QUICK = Sizes(
     schedule_deployments=10, schedule_replicas=5,
     poolsize_taken=300, poolsize_rounds=2, poolsize_per_round=5, poolsize_streak=30,
     restart_allocations=2000, restart_nodes=200, restart_repeats=1, restart_load_filters=5,
+    reads_allocations=3000, reads_pages=20,
+    scale_allocations=5000, scale_nodes=300, scale_filters=20, scale_deployments=10,
+    scale_replicas=5,
 )
 
 

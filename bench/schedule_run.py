@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -48,6 +50,62 @@ async def bound_addresses(api: FakeApi) -> tuple[int, list[str]]:
     return bound, addresses
 
 
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    elapsed: float
+    filter: Latency
+    bind: Latency
+    peak_in_flight: int
+
+
+async def schedule(url: str, pods: list[dict[str, Any]], filter_body: Callable[[int], bytes]
+                   ) -> Scheduled:
+    """Filter pod i with ``filter_body(i)`` one at a time, as the scheduling cycle does, and
+    bind it to a passing node while the next filters run, as the binding cycle does; raises
+    on any error."""
+    conn = await Connection.open(url)
+    binders = Pool(url)
+    filter_s: list[float] = []
+    bind_s: list[float] = []
+    errors: list[str] = []
+    in_flight = peak = 0
+
+    async def bind(pod: dict[str, Any], node: str) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        start = time.perf_counter()
+        status, data = await binders.request("POST", "/v1/bind", workload.bind_body(pod, node))
+        bind_s.append(time.perf_counter() - start)
+        in_flight -= 1
+        if status != 200 or orjson.loads(data) != {"Error": ""}:
+            errors.append(f"bind {pod['metadata']['name']}: {data[:200]!r}")
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    try:
+        for i, pod in enumerate(pods):
+            body = filter_body(i)
+            t0 = time.perf_counter()
+            status, data = await conn.request("POST", "/v1/filter", body)
+            filter_s.append(time.perf_counter() - t0)
+            passed = orjson.loads(data)["NodeNames"] if status == 200 else None
+            if not passed:
+                errors.append(f"filter {pod['metadata']['name']}: {data[:200]!r}")
+                continue
+            tasks.append(asyncio.create_task(bind(pod, passed[i % len(passed)])))
+            # The scheduling cycle continues while binds run: let them start.
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    finally:
+        await conn.close()
+        await binders.close()
+    if errors:
+        raise HttpError(f"{len(errors)} scheduling errors, first: {errors[:3]}")
+    return Scheduled(elapsed, Latency.of(filter_s), Latency.of(bind_s), peak)
+
+
 async def run(lab: Lab) -> Section:
     sizes = lab.sizes
     total = sizes.schedule_deployments * sizes.schedule_replicas
@@ -65,52 +123,14 @@ async def run(lab: Lab) -> Section:
                           "bind p99 ms", "max binds in flight", "bound", "distinct addresses"])
     async with fresh_database(lab.pg, "schedule") as database:
         async with running_service(lab.pg, database, api, pools, work) as (svc, _):
-            conn = await Connection.open(svc.url)
-            binders = Pool(svc.url)
-            filter_s: list[float] = []
-            bind_s: list[float] = []
-            errors: list[str] = []
-            in_flight = peak = 0
-
-            async def bind(pod: dict[str, Any], node: str) -> None:
-                nonlocal in_flight, peak
-                in_flight += 1
-                peak = max(peak, in_flight)
-                start = time.perf_counter()
-                status, data = await binders.request("POST", "/v1/bind",
-                                                     workload.bind_body(pod, node))
-                bind_s.append(time.perf_counter() - start)
-                in_flight -= 1
-                if status != 200 or orjson.loads(data) != {"Error": ""}:
-                    errors.append(f"bind {pod['metadata']['name']}: {data[:200]!r}")
-
-            tasks: list[asyncio.Task[None]] = []
-            started = time.perf_counter()
-            try:
-                for i, (pod, body) in enumerate(zip(pods, filters, strict=True)):
-                    t0 = time.perf_counter()
-                    status, data = await conn.request("POST", "/v1/filter", body)
-                    filter_s.append(time.perf_counter() - t0)
-                    passed = orjson.loads(data)["NodeNames"] if status == 200 else None
-                    if not passed:
-                        errors.append(f"filter {pod['metadata']['name']}: {data[:200]!r}")
-                        continue
-                    tasks.append(asyncio.create_task(bind(pod, passed[i % len(passed)])))
-                    # The scheduling cycle continues while binds run: let them start.
-                    await asyncio.sleep(0)
-                await asyncio.gather(*tasks)
-                elapsed = time.perf_counter() - started
-            finally:
-                await conn.close()
-                await binders.close()
+            done = await schedule(svc.url, pods, lambda i: filters[i])
         bound, addresses = await bound_addresses(api)
         rows, distinct_rows = await allocated_counts(lab.pg, database)
-    if errors:
-        raise HttpError(f"{len(errors)} scheduling errors, first: {errors[:3]}")
+    elapsed, peak = done.elapsed, done.peak_in_flight
     distinct = len(set(addresses))
     all_distinct = bound == total and len(addresses) == total and distinct == total \
         and rows == total and distinct_rows == total
-    f, b = Latency.of(filter_s), Latency.of(bind_s)
+    f, b = done.filter, done.bind
     section.rows.append([elapsed, total / elapsed, f.p50, f.p99, b.p50, b.p99, peak, bound,
                          distinct])
     section.figures.update({

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ("filter", "bind", "schedule", "poolsize", "restart")
+SECTIONS = ("filter", "bind", "schedule", "poolsize", "restart", "reads", "scale")
 
 
 def number(value: Any) -> float:
@@ -60,6 +60,12 @@ def test_every_section_reports_numeric_figures(result: dict[str, Any]) -> None:
     number(s["restart"]["figures"]["ready_median_seconds"])
     number(s["restart"]["figures"]["rss_mb"])
     number(s["restart"]["figures"]["peak_rss_mb"])
+    for read in (v for v in s["reads"]["figures"].values() if isinstance(v, dict)):
+        assert number(read["p99"]) > 0 and read["n"] > 0
+    scale = s["scale"]["figures"]
+    number(scale["ready_seconds"])
+    number(scale["filter_all_names"]["p99"])
+    assert scale["all_distinct"] is True and scale["distinct_addresses"] == scale["pods"]
     for target in result["targets"]:
         number(target["value"])
         assert isinstance(target["pass"], bool)
