@@ -128,8 +128,6 @@ class Settings(BaseSettings):
     #: API server URL without auth (local fake API servers in tests and benchmarks).
     kubeconfig: Path | None = None
     kube_api_url: str | None = None
-    #: Threads for blocking Kubernetes client calls (binds run here; size it for concurrency).
-    kube_threads: int = Field(32, ge=1, le=512)
     #: (connect, read) timeout of one Kubernetes API request, seconds.
     kube_timeout_seconds: tuple[float, float] = (3.0, 10.0)
     #: Disable the watchers/controllers (extender-only mode, and most API tests).

@@ -23,8 +23,8 @@ class KubeCluster:
 
     async def get_pod(self, namespace: str, name: str) -> PodFacts | None:
         try:
-            obj = await self.kube.json(self.kube.getter(
-                f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"))
+            obj = await self.kube.get(
+                f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}")
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None
@@ -36,7 +36,7 @@ class KubeCluster:
 
     async def node_ip(self, name: str) -> IPAddress | None:
         try:
-            obj = await self.kube.json(self.kube.getter(f"/api/v1/nodes/{quote(name, safe='')}"))
+            obj = await self.kube.get(f"/api/v1/nodes/{quote(name, safe='')}")
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None
@@ -47,9 +47,8 @@ class KubeCluster:
                    annotations: Mapping[str, str]) -> None:
         """POST pods/{name}/binding with the UID as precondition and our annotations.
 
-        Over the event loop's HTTP session (``KubeClient.post``), not the client's thread
-        pool; the answer is read raw: the official client cannot parse the Status this call
-        answers with (kubernetes-client/python#547).
+        The answer is read raw (``KubeClient.post``): the official client cannot parse the
+        Status this call answers with (kubernetes-client/python#547).
         """
         metadata: dict[str, object] = {"name": name, "namespace": namespace, "uid": uid}
         if annotations:

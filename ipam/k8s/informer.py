@@ -2,10 +2,10 @@
 
 One ``Informer`` per resource. ``run_once`` is a single testable pass (list + one watch
 stream); ``run`` is the thin forever-loop around it. An event whose handler raises is logged
-and skipped, never replayed. The blocking watch stream is read in a thread and handed to the
-event loop through a queue; events are raw dicts (orjson), not the client's slow models. While
-the watch is down the informer reports not-ready, so ``/readyz`` fails instead of the service
-silently serving from a stale cache.
+and skipped, never replayed. The watch stream is read on the event loop (``KubeClient.watch``,
+no thread), one event handled before the next is read; events are raw dicts (orjson), not the
+client's slow models. While the watch is down the informer reports not-ready, so ``/readyz``
+fails instead of the service silently serving from a stale cache.
 
 The initial list is paged (``limit`` + ``continue``, like client-go's reflector) and every page
 is reduced to what the controller keeps before the next one is fetched: 5,000 realistic nodes
@@ -17,15 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-
-import orjson
-import urllib3
-from kubernetes.client.exceptions import ApiException
 
 from ipam.errors import Unavailable
 from ipam.k8s.client import ApiStatusError, KubeClient
@@ -64,7 +58,6 @@ async def list_pages(kube: KubeClient, path: str, reduce: Callable[[dict[str, An
     ``PAGED_ATTEMPTS`` such restarts it is taken in one request.
     """
     stats = stats if stats is not None else ListStats()
-    get = kube.getter(path)
     for attempt in range(PAGED_ATTEMPTS + 1):
         limit = page_size if attempt < PAGED_ATTEMPTS else 0
         items: list[T] = []
@@ -77,7 +70,7 @@ async def list_pages(kube: KubeClient, path: str, reduce: Callable[[dict[str, An
                     query["limit"] = str(limit)
                 if token:
                     query["continue"] = token
-                doc = await kube.json(get, **query)
+                doc = await kube.get(path, query)
                 stats.pages += 1
                 meta = doc.get("metadata") or {}
                 if token is None:
@@ -143,76 +136,32 @@ class Informer(Generic[T]):
         return rv
 
     async def watch(self, resource_version: str) -> str:
-        """Consume one watch stream; return the last resourceVersion seen."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        holder: dict[str, Any] = {}
-        stopped = threading.Event()
-
-        def put(kind: str, value: Any) -> None:
-            if not stopped.is_set():
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        get = self.kube.getter(self.path)
-
-        def reader() -> None:
-            try:
-                resp = get(
-                    watch="true", resourceVersion=resource_version,
-                    allowWatchBookmarks="true", timeoutSeconds=str(self.timeout_seconds),
-                    _request_timeout=(self.kube.timeout[0], self.timeout_seconds + 30),
-                    **self.params)
-                holder["resp"] = resp
-                if stopped.is_set():
-                    return
-                buffer = b""
-                for chunk in resp.stream(65536, decode_content=True):
-                    buffer += chunk
-                    while b"\n" in buffer:
-                        line, buffer = buffer.split(b"\n", 1)
-                        if line.strip():
-                            put("event", orjson.loads(line))
-                if buffer.strip():
-                    put("event", orjson.loads(buffer))
-                put("end", None)
-            except ApiException as exc:
-                put("error", ApiStatusError(int(exc.status or 0), str(exc.reason), ""))
-            except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError) as exc:
-                put("error", exc)  # AttributeError: urllib3 read after our abort
-            except RuntimeError:  # the loop closed under us during shutdown
-                return
-            finally:
-                resp = holder.get("resp")
-                if resp is not None:
-                    resp.release_conn()
-
-        thread = threading.Thread(target=reader, name=f"watch-{self.name}", daemon=True)
-        thread.start()
+        """Consume one watch stream; return the last resourceVersion seen. Cancelling the
+        task closes the stream's connection at once."""
+        params = {**self.params, "resourceVersion": resource_version,
+                  "allowWatchBookmarks": "true"}
         self.stats.watches += 1
         rv = resource_version
         try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "end":
-                    return rv
-                if kind == "error":
-                    if isinstance(value, ApiStatusError) and value.status == 410:
-                        raise Gone(str(value))
-                    raise Unavailable(f"watch {self.name} broke: {value}")
-                etype, obj = value.get("type"), value.get("object") or {}
-                if etype == "ERROR":
-                    if obj.get("code") == 410:
-                        raise Gone(str(obj.get("message", "")))
-                    raise Unavailable(f"watch {self.name} error: {obj.get('message')}")
-                new_rv = str(obj.get("metadata", {}).get("resourceVersion", "") or rv)
-                if etype != "BOOKMARK":
-                    self.stats.events += 1
-                    await self._handle(str(etype), obj)
-                rv = new_rv
-                self.resource_version = rv
-        finally:
-            stopped.set()
-            _abort(holder.get("resp"))
+            async with contextlib.aclosing(self.kube.watch(
+                    self.path, params, timeout_seconds=self.timeout_seconds)) as events:
+                async for event in events:
+                    etype, obj = event.get("type"), event.get("object") or {}
+                    if etype == "ERROR":
+                        if obj.get("code") == 410:
+                            raise Gone(str(obj.get("message", "")))
+                        raise Unavailable(f"watch {self.name} error: {obj.get('message')}")
+                    new_rv = str(obj.get("metadata", {}).get("resourceVersion", "") or rv)
+                    if etype != "BOOKMARK":
+                        self.stats.events += 1
+                        await self._handle(str(etype), obj)
+                    rv = new_rv
+                    self.resource_version = rv
+        except ApiStatusError as exc:  # the API server refused the watch
+            if exc.status == 410:
+                raise Gone(str(exc)) from exc
+            raise Unavailable(f"watch {self.name} broke: {exc}") from exc
+        return rv
 
     async def _handle(self, etype: str, obj: dict[str, Any]) -> None:
         """Hand one event to the controller. A handler that raises is a bug or a bad object
@@ -262,14 +211,3 @@ class Informer(Generic[T]):
     def stop(self) -> None:
         self._stop.set()
 
-
-def _abort(resp: Any) -> None:
-    """Unblock the reader thread: shut the socket down under it (closing it from this thread
-    would race the thread's own read inside http.client)."""
-    if resp is None:
-        return
-    conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

@@ -36,7 +36,7 @@ class KubeWorkloads:
         path = (f"/apis/apps/v1/namespaces/{quote(owner.namespace, safe='')}/{plural}/"
                 f"{quote(name, safe='')}")
         try:
-            obj = await self.kube.json(self.kube.getter(path))
+            obj = await self.kube.get(path)
         except ApiStatusError as exc:
             if exc.status == 404:
                 return None

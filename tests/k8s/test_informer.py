@@ -1,7 +1,7 @@
-"""The informer's paged list against the fake API server, over HTTP through the official
-client's connection pool: pages of ``limit`` objects, reduced as they arrive, one consistent
-snapshot whose resourceVersion the watch resumes from, and a fresh list when a continue token
-has expired."""
+"""The informer against the fake API server, over HTTP on the event loop's session: pages of
+``limit`` objects, reduced as they arrive, one consistent snapshot whose resourceVersion the
+watch resumes from, a fresh list when a continue token has expired; watch errors mapped, and a
+cancelled watch's connection closed at once."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def ip(i: int) -> str:
 async def kube(fake_apiserver: FakeApiServer) -> AsyncIterator[KubeClient]:
     for i in range(NODES):
         fake_apiserver.create("nodes", make_node(f"n-{i:03d}", internal_ip=ip(i)))
-    client = KubeClient(kube_configuration(fake_apiserver), threads=4)
+    client = KubeClient(kube_configuration(fake_apiserver))
     yield client
-    client.close()
+    await client.aclose()
 
 
 def node_informer(kube: KubeClient, directory: NodeDirectory,
