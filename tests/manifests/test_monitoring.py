@@ -77,6 +77,7 @@ def metric_names(expr: str) -> set[str]:
     text = re.sub(r"label_values\(([^,()]+),\s*\w+\)", r"label_values(\1)", text)  # Grafana
     text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = re.sub(r"\boffset\s+\d+[smhdwy]\b", " ", text)  # offset 10m
     # Label lists of by/without/on/ignoring/group_*.
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     names = set()
@@ -96,6 +97,7 @@ def test_the_name_extraction_can_fail() -> None:
         "ipam_x_total", "ipam:y"}
     assert metric_names("histogram_quantile(0.99, sum by (verb, le) (rate(m_bucket[5m])))") == {
         "m_bucket"}
+    assert metric_names("rate(m_total[6h] offset 10m) > 2") == {"m_total"}
 
 
 # --- the metrics the service exports ---------------------------------------------------------
@@ -164,7 +166,8 @@ async def test_metrics_reference_documents_every_exported_metric(exported: set[s
 def test_rules_have_the_required_alerts_and_readable_annotations() -> None:
     alerts = {r["alert"]: r for r in rules() if "alert" in r}
     assert {"IpamPoolNearlyFull", "IpamPoolExhausted", "IpamPoolExhaustionPredicted",
-            "IpamFilterErrorsRising", "IpamFilterPromisesRefused", "IpamBindErrors",
+            "IpamFilterErrorsRising", "IpamFilterRefusalsRising", "IpamFilterPromisesRefused",
+            "IpamBindErrors",
             "IpamExtenderSlow",
             "IpamReconcilerStale", "IpamReconcilerFailing", "IpamBackgroundTaskFailing",
             "IpamPoolConfigRefused", "IpamWatchDown", "IpamLeaderMissing",
@@ -298,6 +301,39 @@ def unit_tests() -> list[dict[str, Any]]:
                 {"eval_time": "25m", "alertname": "IpamBindErrors", "exp_alerts": [
                     expect("IpamBindErrors", warning,
                            "Extender bind fails 100m times per second")]},
+            ],
+        },
+        {   # Filter refusals by kind, 6 quiet hours then 4 more. waiting_for_terminating_pod runs
+            # at 0.1/s throughout: its own baseline, never fires. node_unroutable is new at
+            # 6 h (absent before) and kept_address_elsewhere quadruples from 0.05/s: both fire.
+            # pod_invalid is new but below 3 a minute. After ~3 h the new levels are the
+            # baseline and resolve.
+            "interval": "1m",
+            "input_series": [
+                series("ipam_filter_refusals_total", "0+6x600", instance="a",
+                       kind="waiting_for_terminating_pod"),
+                series("ipam_filter_refusals_total", "_x360 0+6x240", instance="a",
+                       kind="node_unroutable"),
+                series("ipam_filter_refusals_total", "0+3x360 1080+12x240", instance="b",
+                       kind="kept_address_elsewhere"),
+                series("ipam_filter_refusals_total", "_x360 0+1x240", instance="b",
+                       kind="pod_invalid"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "5h", "alertname": "IpamFilterRefusalsRising", "exp_alerts": []},
+                # Pending (for: 10m) a few minutes after the rise.
+                {"eval_time": "6h8m", "alertname": "IpamFilterRefusalsRising",
+                 "exp_alerts": []},
+                {"eval_time": "6h30m", "alertname": "IpamFilterRefusalsRising", "exp_alerts": [
+                    expect("IpamFilterRefusalsRising",
+                           {**warning, "kind": "kept_address_elsewhere"},
+                           "Filter holds pods back 200m times per second "
+                           "(kept_address_elsewhere)"),
+                    expect("IpamFilterRefusalsRising", {**warning, "kind": "node_unroutable"},
+                           "Filter holds pods back 100m times per second (node_unroutable)"),
+                ]},
+                {"eval_time": "9h50m", "alertname": "IpamFilterRefusalsRising",
+                 "exp_alerts": []},
             ],
         },
         {   # bind p99 between 2.5 and 5 s: over budget; filter at a few ms: within.
