@@ -218,6 +218,36 @@ def test_migrate_job_runs_before_the_pods_as_the_owner(default_docs: list[dict[s
     assert spec["restartPolicy"] == "Never"
 
 
+@pytest.mark.parametrize("values", [
+    None, ALL_ON, {"migrate": {"activeDeadlineSeconds": 3600}},
+    {"startup": {"schemaWaitSeconds": 1000, "periodSeconds": 7, "startSeconds": 30}},
+], ids=["defaults", "all-on", "long-migrate", "explicit-wait"])
+def test_startup_probe_outlasts_the_schema_wait_which_outlasts_the_migrate_job(
+        values: dict[str, Any] | None, tmp_path: Path) -> None:
+    """A pod serves only once the migrate Job has brought the schema to head (with
+    CloudNativePG, after install): the kubelet must not restart it while it waits."""
+    docs = render(tmp_path, values)
+    deadline = find(docs, "Job", "ipam-migrate")["spec"]["activeDeadlineSeconds"]
+    c = container(find(docs, "Deployment", "ipam"), "ipam")
+    wait = float(env_of(c)["IPAM_SCHEMA_WAIT_SECONDS"]["value"])
+    probe = c["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    assert deadline <= wait < budget
+    assert budget >= 600  # default generous: ten minutes at the very least
+    if values and "startup" in values:
+        assert wait == values["startup"]["schemaWaitSeconds"]
+        assert budget - wait >= values["startup"]["startSeconds"]
+        assert budget - wait < values["startup"]["startSeconds"] + probe["periodSeconds"]
+
+
+def test_a_schema_wait_shorter_than_the_migrate_job_is_refused(tmp_path: Path) -> None:
+    out = run_helm("template", RELEASE, str(CHART), "-n", NAMESPACE, tmp=tmp_path,
+                   values={"startup": {"schemaWaitSeconds": 300}})
+    assert out.returncode != 0
+    assert "startup.schemaWaitSeconds (300) is shorter than migrate.activeDeadlineSeconds" in (
+        out.stderr)
+
+
 def test_cloudnativepg_wires_owner_and_app_role(all_on_docs: list[dict[str, Any]]) -> None:
     cluster = find(all_on_docs, "Cluster", "ipam-db")
     spec = cluster["spec"]

@@ -446,9 +446,13 @@ def test_probes_hit_real_routes_on_the_container_port() -> None:
         assert get["port"] in ("http", container_port()), probe
         assert has_route("GET", path), f"{probe}: no route {path}"
     assert not has_route("GET", "/no-such-probe-path")  # the route check can fail
-    # Start-up (migrations, pool config) gets longer than liveness would allow.
+    # Start-up waits for the schema (migrate-job.yaml) before it answers: the kubelet must not
+    # restart a pod within that wait.
     startup = c["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    env = {e["name"]: e for e in c.get("env", [])}
+    wait = float(env.get("IPAM_SCHEMA_WAIT_SECONDS", {}).get(
+        "value", Settings.model_fields["schema_wait_seconds"].default))
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= wait + 60
 
 
 def test_resources_fit_the_memory_target_and_request_no_eni_ip() -> None:
