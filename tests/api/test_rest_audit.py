@@ -15,7 +15,7 @@ from tests.api.rest_conftest import (
     rest_fixture,  # noqa: F401
     rest_seed_pod_fixture,  # noqa: F401
 )
-from tests.service_harness import RunningService
+from tests.service_harness import RunningService, wait_until
 from tests.services.helpers import make_pod
 
 
@@ -74,7 +74,10 @@ async def test_every_mutation_leaves_an_audit_row_with_actor_and_request_id(
 
 async def test_filters_and_newest_first(rest: RunningService,
                                         rest_seed_pod: dict[str, Any]) -> None:
-    await asyncio.sleep(0.01)  # after the start-up's pools.import row
+    # ``since`` is inclusive: the window starts once the clock has passed the newest row the
+    # fixture left (the start-up's pools.import), so that row is outside it.
+    newest = datetime.fromisoformat((await audit(rest, limit=1))["items"][0]["at"])
+    await wait_until(lambda: datetime.now(UTC) > newest)
     start = datetime.now(UTC)
     await bind(rest, rest_seed_pod)
     uid = rest_seed_pod["metadata"]["uid"]
@@ -130,7 +133,8 @@ async def test_audit_pages_neither_skip_nor_repeat_while_rows_are_appended(
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-            await asyncio.sleep(0.02)
+            # Every next page is read after at least one more row was appended.
+            await wait_until(lambda before=appended: appended > before)
     finally:
         done.set()
         await task

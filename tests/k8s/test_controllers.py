@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from ipam.services.allocation import Actor
@@ -231,13 +232,21 @@ async def test_running_pod_unknown_to_the_database_is_adopted(
 async def test_kept_address_ttl(controlled: RunningService,
                                 fake_apiserver: FakeApiServer) -> None:
     pod = fake_apiserver.create("pods", make_pod("ttl", annotations={
-        POLICY: "never", "ipam.fixed-ip.io/kept-ttl-seconds": "1"}))
+        POLICY: "never", "ipam.fixed-ip.io/kept-ttl-seconds": "3600"}))
     address = await schedule(controlled, pod)
     fake_apiserver.delete("pods", "ttl", namespace="default")
     await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
     assert (await rows(controlled))[address][0] == "kept"
-    await asyncio.sleep(1.1)
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    reconciler = controlled.runtime.extras["reconciler"]
+    assert (await reconciler.run_pass(apply=False)).findings == []  # within its TTL
+    # The hour passes on the clock the reconciler reads (the database's now() against the
+    # row's kept_since): the row is kept an hour and a second earlier instead of waiting.
+    async with controlled.runtime.db.engine.begin() as conn:
+        moved = await conn.execute(text(
+            "UPDATE addresses SET kept_since = kept_since - interval '3601 seconds' "
+            "WHERE host(address) = :address AND state = 'kept'"), {"address": address})
+        assert moved.rowcount == 1
+    report = await reconciler.run_pass(apply=True)
     assert [(f.kind, f.action) for f in report.findings] == [("kept_expired", "released")]
     assert await rows(controlled) == {}
 
@@ -263,14 +272,30 @@ async def test_reconciler_racing_a_new_pod_of_the_same_name(
         assert old_address in (new_address,) or old_address not in taken
 
 
-async def test_two_replicas_never_both_lead(service_factory: ServiceFactory) -> None:
+async def test_two_replicas_never_both_lead(service_factory: ServiceFactory,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     async with service_factory() as a, service_factory() as b:
         la, lb = a.runtime.extras["leadership"], b.runtime.extras["leadership"]
         await wait_until(lambda: la.is_leader or lb.is_leader)
-        for _ in range(20):
-            assert not (la.is_leader and lb.is_leader)
-            await asyncio.sleep(0.05)
         leader, follower = (a, b) if la.is_leader else (b, a)
+        # Election rounds of both, recorded on their locks: while the leader's every round
+        # finds the lock still its own, the follower's every attempt to take it is refused.
+        answers: dict[str, list[bool]] = {"held": [], "try_acquire": []}
+
+        def record(lock: Any, method: str) -> None:
+            original = getattr(lock, method)
+
+            async def recorded() -> bool:
+                result = bool(await original())
+                answers[method].append(result)
+                return result
+            monkeypatch.setattr(lock, method, recorded)
+
+        record(leader.runtime.extras["leadership"].lock, "held")
+        record(follower.runtime.extras["leadership"].lock, "try_acquire")
+        await wait_until(lambda: min(len(v) for v in answers.values()) >= 5)
+        assert all(answers["held"]) and not any(answers["try_acquire"]), answers
+        assert not (la.is_leader and lb.is_leader)
         first_runs = follower.runtime.extras["reconciler"].runs
         # The leader goes away; the follower takes over within a few retry periods.
         await leader.runtime.extras["leadership"].resign()
