@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tests.api.test_extender import bind_body, filter_body, post
@@ -54,6 +56,10 @@ async def test_binding_that_lands_after_our_timeout_still_has_its_reservation(
         fake_apiserver.faults.hang(BINDING, 1.5, method="POST")
         reply = (await post(svc, "bind", bind_body(pod, "node-0"))).json()
         assert reply["Error"]  # we gave up waiting; the API server may or may not apply it
+        # Time passing, not synchronisation: the fake API server's hang runs out 1.5 s after
+        # the request, and whether the Binding then lands is what the test is about. Nothing
+        # tells that a hung (or cancelled) request has finished (tests/fakeapi has no
+        # in-flight count), so wait out the hang itself.
         await asyncio.sleep(1.5)
         held = await rows(svc)
         assert list(held.values()) == [("allocated", "pod/default/slow", "slow")]
@@ -87,7 +93,7 @@ async def test_reconciler_with_api_down_changes_nothing(
 
 
 async def test_owner_unreadable_on_delete_defers_then_reconciler_decides(
-    controlled: RunningService, fake_apiserver: FakeApiServer
+    controlled: RunningService, fake_apiserver: FakeApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     w = Workloads(fake_apiserver)
     d = w.deployment("flaky", 1, "immutable")
@@ -95,8 +101,12 @@ async def test_owner_unreadable_on_delete_defers_then_reconciler_decides(
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
     address = next(iter(await rows(controlled)))
     fake_apiserver.faults.fail_next("GET", r"/deployments/flaky$", 503, count=None)
+    caplog.set_level(logging.WARNING, logger="ipam.k8s.pods")
     fake_apiserver.delete("pods", pod["metadata"]["name"], namespace="default")
-    await asyncio.sleep(0.5)
+    # The pod watcher saw the deletion, could not read the owner and said it defers.
+    await wait_until(lambda: any(
+        r.name == "ipam.k8s.pods" and "deferred to the reconciler" in r.getMessage()
+        and pod["metadata"]["name"] in r.getMessage() for r in caplog.records))
     assert (await rows(controlled))[address][0] == "allocated"  # deferred, not guessed
     fake_apiserver.faults.clear()
     report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
@@ -113,9 +123,12 @@ async def test_watch_connection_reset_recovers(
     pod = fake_apiserver.create("pods", make_pod("reset"))
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
     controller: Any = controlled.runtime.extras["pod_controller"]
-    fake_apiserver.faults.reset(r"/api/v1/pods$", method="GET", count=2)
+    # The informer's lists and watches carry a query (?limit=, ?watch=): match it too.
+    resets = fake_apiserver.faults.reset(r"/api/v1/pods(\?|$)", method="GET", count=2)
     fake_apiserver.drop_watches()
-    await asyncio.sleep(0.3)
+    # Both resets hit the re-list/re-watch, and a watch of pods is open again.
+    await wait_until(lambda: resets.hits >= 2, timeout=10)
+    await asyncio.to_thread(fake_apiserver.wait_for_watchers, "pods", timeout=10)
     fake_apiserver.delete("pods", "reset", namespace="default")
     await wait_until(lambda: controller.released >= 1, timeout=10)
     assert await rows(controlled) == {}
