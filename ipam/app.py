@@ -22,6 +22,7 @@ from ipam.api import (
     audit,
     cni,
     console,
+    deps,
     docs_assets,
     errors,
     extender,
@@ -104,7 +105,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
         rt = runtime if runtime is not None else await start_runtime(settings)
-        app.state.runtime = rt
+        deps.install(app.state, rt, shared)
         background = Controllers(rt)
         await background.start()
         rt.start()  # the change feed: other replicas' allocations reach filter as they commit
@@ -114,9 +115,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         gc.collect()
         gc.freeze()
         gc.enable()  # `ipam serve` starts with the collector off
-        if "metrics_state" not in rt.extras:
-            rt.metrics.add_state(background.collect)
-            rt.extras["metrics_state"] = background
         try:
             yield
         finally:
@@ -128,11 +126,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app = FastAPI(title="ipam", version=__version__, lifespan=lifespan,
                   summary="Fixed-IP manager for Kubernetes (galaxy-ipam compatible)",
                   docs_url=None, redoc_url=None)  # docs_assets: served without a CDN
-    if runtime is not None:
-        app.state.runtime = runtime
     # A bad token file fails at start, not on the first request.
-    app.state.tokens = TokenStore(settings.auth_tokens_path,
-                                  reload_seconds=settings.auth_reload_seconds)
+    shared = deps.AppShared(tokens=TokenStore(settings.auth_tokens_path,
+                                              reload_seconds=settings.auth_reload_seconds))
+    deps.install(app.state, runtime, shared)
     _common(app, settings)
     app.include_router(metrics.router)
     app.include_router(extender.router if settings.serves_extender_on_api_port()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.api.operators import IP_SCHEMA, parse_address
 from ipam.services.audit_query import query_audit
@@ -56,7 +57,7 @@ def _out(record: AuditRecord) -> AuditOut:
 
 @router.get("/audit", response_model=AuditList, responses=error_responses(401, 403, 422, 503))
 async def list_audit(
-    request: Request, _: Reader,
+    runtime: RuntimeDep, _: Reader,
     address: Annotated[str | None, Query(max_length=64, json_schema_extra=IP_SCHEMA)] = None,
     namespace: Text = None,
     pod: Annotated[str | None, Query(max_length=253, description="Pod name")] = None,
@@ -71,7 +72,7 @@ async def list_audit(
 ) -> AuditList:
     """Audit rows matching every given filter, newest first, by keyset pages."""
     page = await query_audit(
-        request.app.state.runtime.db,
+        runtime.db,
         address=str(parse_address(address)) if address is not None else None,
         namespace=namespace, pod=pod, pod_uid=pod_uid, owner=owner, actor=actor, action=action,
         since=since, until=until, limit=limit, cursor=cursor)

@@ -2,10 +2,10 @@
 
 REST routes declare the roles they accept with the ``Annotated`` aliases below (``Reader``,
 ``Admin``, ``PodReader``, ``CniReporter``); a missing or unknown token is 401, a known token
-of another role 403. The token store comes from ``app.state.tokens`` or, on first use, from
-the settings (``auth_tokens_path``). The extender endpoints carry no token (kube-scheduler
-cannot send one): they are protected by serving them on their own listener, optionally with
-TLS and client certificates (``extender_tls_options``).
+of another role 403. The token store is the app's (``ipam.api.deps.AppShared``) or, on
+first use, built from the settings (``auth_tokens_path``). The extender endpoints carry no
+token (kube-scheduler cannot send one): they are protected by serving them on their own
+listener, optionally with TLS and client certificates (``extender_tls_options``).
 
 Audit rows carry the request id ``ipam.logs.RequestIdMiddleware`` assigns (the caller's
 ``X-Request-Id``, or a fresh one) and echoes in the response.
@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ipam import logs
+from ipam.api.deps import runtime_of, shared_of
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import Forbidden, Unauthorized, Unavailable
 from ipam.services.access import Principal, Role, TokenFileError, TokenStore
@@ -47,10 +48,11 @@ def request_id(request: Request) -> str:
 
 
 def token_store(request: Request) -> TokenStore:
-    """``app.state.tokens``, built from the settings on first use if the app did not."""
-    store: TokenStore | None = getattr(request.app.state, "tokens", None)
+    """The app's token store, built from the settings on first use if the app did not."""
+    shared = shared_of(request.app.state)
+    store = shared.tokens
     if store is None:
-        settings = request.app.state.runtime.settings
+        settings = runtime_of(request).settings
         path = getattr(settings, "auth_tokens_path", None)
         try:
             store = TokenStore(Path(path) if path is not None else None,
@@ -59,7 +61,7 @@ def token_store(request: Request) -> TokenStore:
         except TokenFileError as exc:
             log.error("API tokens unusable: %s", exc.message)
             raise Unavailable("the service cannot load its API tokens; see its log") from None
-        request.app.state.tokens = store
+        shared.tokens = store
     return store
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import CniReporter, PodReader, actor_of
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.services.address_admin import AddressAdmin
 from ipam.storage.records import AddressRecord
@@ -71,10 +72,10 @@ def _ip(row: AddressRecord) -> PodIp:
 
 @router.get("/pods/{namespace}/{name}/ips", response_model=PodIps,
             responses=error_responses(401, 403, 404, 422, 503))
-async def pod_ips(namespace: Namespace, name: PodName, request: Request,
+async def pod_ips(namespace: Namespace, name: PodName, runtime: RuntimeDep,
                   _: PodReader) -> PodIps:
     """The pod's addresses in slot order, with prefix, gateway, VLAN, pool and routes."""
-    rows = await AddressAdmin(request.app.state.runtime).pod_allocation(namespace, name)
+    rows = await AddressAdmin(runtime).pod_allocation(namespace, name)
     return PodIps(namespace=namespace, name=name, uid=rows[0].pod_uid,
                   ips=[_ip(r) for r in rows])
 
@@ -82,8 +83,9 @@ async def pod_ips(namespace: Namespace, name: PodName, request: Request,
 @router.post("/pods/{namespace}/{name}/container-deleted", status_code=202,
              response_model=DeleteAck, responses=error_responses(401, 403, 404, 422, 503))
 async def container_deleted(namespace: Namespace, name: PodName, body: ContainerDeleted,
-                            request: Request, principal: CniReporter) -> DeleteAck:
+                            request: Request, principal: CniReporter,
+                            runtime: RuntimeDep) -> DeleteAck:
     """CNI DEL of a pod's sandbox: audited (action ``cni.del``); addresses stay."""
-    rows = await AddressAdmin(request.app.state.runtime).container_deleted(
+    rows = await AddressAdmin(runtime).container_deleted(
         namespace, name, body.container_id, body.uid, actor_of(request, principal))
     return DeleteAck(action="none", addresses=[str(r.address) for r in rows])

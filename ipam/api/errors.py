@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ipam.api.deps import shared_of
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import IpamError
 
@@ -123,15 +124,15 @@ def install(app: FastAPI) -> None:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method the OpenAPI document lists for this path (routes may be split)."""
     app = request.app
-    patterns: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
-        app.state, "allow_patterns", None)
+    shared = shared_of(app.state)
+    patterns = shared.allow_patterns
     if patterns is None:
         patterns = [
             (re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$"),
              sorted(m.upper() for m in ops))
             for path, ops in app.openapi().get("paths", {}).items()
         ]
-        app.state.allow_patterns = patterns
+        shared.allow_patterns = patterns
     path = request.url.path
     return sorted({m for pattern, methods in patterns if pattern.match(path) for m in methods})
 

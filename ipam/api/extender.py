@@ -15,7 +15,6 @@ body, which is the reference for what is accepted and for every 400 message.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import gc
 import logging
@@ -30,6 +29,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from ipam.api.deps import runtime_of, shared_of
 from ipam.api.errors import error_body
 from ipam.api.extender_wire import (
     ExtenderArgs,
@@ -87,8 +87,7 @@ class WireError(ValueError):
 
 
 def _placement(request: Request) -> Placement:
-    placement: Placement = request.app.state.runtime.placement
-    return placement
+    return runtime_of(request).placement
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -253,11 +252,7 @@ async def _one_large_at_a_time(request: Request, raw: Body) -> AsyncIterator[Non
     if len(raw) <= LARGE_WORK_BYTES:
         yield
         return
-    state = request.app.state
-    lock: asyncio.Lock | None = getattr(state, "large_extender_work", None)
-    if lock is None:
-        lock = state.large_extender_work = asyncio.Lock()
-    async with lock:
+    async with shared_of(request.app.state).large_work:
         yield
 
 
@@ -381,7 +376,7 @@ Outcome = tuple[Response, str]
 
 def _observe(request: Request, verb: str, started: float, outcome: Outcome) -> Response:
     response, label = outcome
-    request.app.state.runtime.metrics.extender_seconds.labels(verb, label).observe(
+    runtime_of(request).metrics.extender_seconds.labels(verb, label).observe(
         time.perf_counter() - started)
     return response
 
@@ -425,7 +420,7 @@ async def _filter(request: Request, raw: Body) -> Outcome:
     placement = _placement(request)
     try:
         with gc_paused():  # the decode only: never across an await (issue 14, item 9)
-            args = _args(raw, request.app.state.runtime.settings.max_names_body_bytes)
+            args = _args(raw, runtime_of(request).settings.max_names_body_bytes)
     except NamesTooLarge as exc:
         return _too_large(exc), "too_large"
     except WireError as exc:
@@ -465,7 +460,7 @@ async def _prioritize(request: Request, raw: Body) -> Outcome:
     placement = _placement(request)
     try:
         with gc_paused():  # the decode only: never across an await (issue 14, item 9)
-            args = _args(raw, request.app.state.runtime.settings.max_names_body_bytes)
+            args = _args(raw, runtime_of(request).settings.max_names_body_bytes)
     except NamesTooLarge as exc:
         return _too_large(exc), "too_large"
     except WireError as exc:

@@ -35,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from starlette.exceptions import HTTPException
 
 from ipam.api.auth import Admin, Reader, actor_of
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import ErrorDetail, headers_for, http_error, validation_fields
 from ipam.api.operators import IP_SCHEMA
 from ipam.api.responses import OrjsonResponse
@@ -224,7 +225,7 @@ SORTS = {"namespace asc": "namespace", "namespace desc": "namespace desc",
 @router.get("/ip", response_model=ListIPResp, response_model_exclude_none=True,
             responses=_ERRORS)
 async def list_ips(
-    request: Request, _: Reader,
+    runtime: RuntimeDep, _: Reader,
     keyword: str | None = None, poolName: str | None = None, appName: str | None = None,
     podName: str | None = None, namespace: str | None = None,
     appType: Annotated[str | None, Query(json_schema_extra={"enum": ["", *APP_TYPES]})] = None,
@@ -242,7 +243,6 @@ async def list_ips(
                        app_type=_app_type(appType, isDeployment))
     number = _int(page, 0, 0, MAX_PAGE)
     per_page = _int(size, DEFAULT_SIZE, 1, MAX_SIZE)
-    runtime = request.app.state.runtime
     found = await galaxy_page(runtime, flt, SORTS.get((sort or "").lower(), "ip"),
                               number * per_page, per_page)
     start, total = min(number * per_page, found.total), found.total
@@ -315,7 +315,7 @@ def _refusal(item: ReleaseItem, app_type: str | None) -> Callable[[AddressRecord
              responses={**_ERRORS, 202: {"model": ReleaseIPResp,
                                          "description": "Some IPs were not released"}})
 async def release_ips(body: ReleaseIPReq, request: Request, response: Response,
-                      principal: Admin) -> ReleaseIPResp:
+                      principal: Admin, runtime: RuntimeDep) -> ReleaseIPResp:
     """Release the listed IPs that are releasable; 202 lists the others with reasons."""
     checked = []
     for item in body.ips:
@@ -330,7 +330,7 @@ async def release_ips(body: ReleaseIPReq, request: Request, response: Response,
         else:
             app_type = None  # galaxy refused an empty appType; it matches any type here
         checked.append((item, address, app_type))
-    outcomes = await AddressAdmin(request.app.state.runtime).release_many(
+    outcomes = await AddressAdmin(runtime).release_many(
         [(address, _refusal(item, app_type)) for item, address, app_type in checked],
         actor=actor_of(request, principal), reason="released through galaxy's POST /v1/ip")
     failed = [(item.ip, why) for (item, _, _), why in zip(checked, outcomes, strict=True)
@@ -371,9 +371,9 @@ PoolName = Annotated[str, Path(min_length=1, max_length=253, pattern=r"^[^/]+$")
 
 
 @router.get("/pool/{name}", response_model=GetPoolResp, responses=_ERRORS)
-async def get_pool(name: PoolName, request: Request, _: Reader) -> GetPoolResp:
+async def get_pool(name: PoolName, runtime: RuntimeDep, _: Reader) -> GetPoolResp:
     """A named pool's size and pre-allocation flag."""
-    state = await AddressAdmin(request.app.state.runtime).named_pool(name)
+    state = await AddressAdmin(runtime).named_pool(name)
     return GetPoolResp(code=200, message="", pool=Pool(
         name=state.name, size=state.size, preAllocateIP=state.pre_allocate_ip))
 
@@ -382,14 +382,14 @@ async def get_pool(name: PoolName, request: Request, _: Reader) -> GetPoolResp:
              responses={**_ERRORS, 202: {"model": UpdatePoolResp,
                                          "description": "Not enough free addresses"}})
 async def set_pool(body: Pool, request: Request, response: Response,
-                   principal: Admin) -> UpdatePoolResp:
+                   principal: Admin, runtime: RuntimeDep) -> UpdatePoolResp:
     """Create or update a named pool; with preAllocateIP, keep addresses for it now."""
     if not body.name:
         raise InvalidInput("pool name is empty", field="name")
     if not re.match(POOL_NAME, body.name):
         raise InvalidInput(f"pool name {body.name!r} is not a DNS-1123 subdomain",
                            field="name")
-    state = await AddressAdmin(request.app.state.runtime).set_named_pool(
+    state = await AddressAdmin(runtime).set_named_pool(
         body.name, body.size, body.preAllocateIP, actor_of(request, principal))
     if not body.preAllocateIP:
         return UpdatePoolResp(code=200, message="")
@@ -400,8 +400,9 @@ async def set_pool(body: Pool, request: Request, response: Response,
 
 
 @router.delete("/pool/{name}", response_model=GalaxyStatus, responses=_ERRORS)
-async def delete_pool(name: PoolName, request: Request, principal: Admin) -> GalaxyStatus:
+async def delete_pool(name: PoolName, request: Request, principal: Admin,
+                      runtime: RuntimeDep) -> GalaxyStatus:
     """Delete a named pool; its unused addresses are freed, pods keep theirs."""
-    await AddressAdmin(request.app.state.runtime).delete_named_pool(
+    await AddressAdmin(runtime).delete_named_pool(
         name, actor_of(request, principal))
     return GalaxyStatus(code=200, message="")

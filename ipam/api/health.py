@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
+from ipam.api.deps import RuntimeDep
 from ipam.api.responses import OrjsonResponse
 
 router = APIRouter(tags=["health"])
@@ -15,8 +16,8 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> OrjsonResponse:
-    checks = await request.app.state.runtime.health_checks()
+async def readyz(runtime: RuntimeDep) -> OrjsonResponse:
+    checks = await runtime.health_checks()
     ok = all(c["ok"] for c in checks.values())
     return OrjsonResponse({"status": "ok" if ok else "unavailable", "checks": checks},
                           status_code=200 if ok else 503)

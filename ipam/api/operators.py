@@ -12,10 +12,11 @@ import ipaddress
 from datetime import datetime
 from typing import Annotated, Literal, cast
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, Field, JsonValue
 
 from ipam.api.auth import Admin, Reader, actor_of
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.errors import InvalidInput
 from ipam.services.address_admin import AddressAdmin, AddressView
@@ -109,14 +110,17 @@ def parse_subnet(value: str, field: str = "subnet") -> ipaddress.IPv4Network | \
         raise InvalidInput(f"{field}: {value!r} is not a CIDR", field=field) from None
 
 
-def _admin(request: Request) -> AddressAdmin:
-    return AddressAdmin(request.app.state.runtime)
+def _admin(runtime: RuntimeDep) -> AddressAdmin:
+    return AddressAdmin(runtime)
+
+
+AdminDep = Annotated[AddressAdmin, Depends(_admin)]
 
 
 @router.get("/addresses", response_model=AddressList,
             responses=error_responses(401, 403, 422, 503))
 async def list_addresses(
-    request: Request, _: Reader,
+    admin: AdminDep, _: Reader,
     pool: Annotated[str | None, Query(max_length=253)] = None,
     subnet: Annotated[str | None, Query(max_length=64, description="CIDR")] = None,
     node: Annotated[str | None, Query(max_length=253)] = None,
@@ -128,7 +132,7 @@ async def list_addresses(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AddressList:
     """Addresses in address order (IPv4 first), free ones included unless filtered out."""
-    page = await _admin(request).list_addresses(
+    page = await admin.list_addresses(
         pool=pool, subnet=parse_subnet(subnet) if subnet else None, node=node,
         namespace=namespace, owner=owner, state=state, limit=limit, cursor=cursor)
     return AddressList(items=[_out(v) for v in page.items], next_cursor=page.next_cursor)
@@ -136,17 +140,17 @@ async def list_addresses(
 
 @router.get("/addresses/{address}", response_model=AddressOut,
             responses=error_responses(401, 403, 404, 422, 503))
-async def get_address(address: AddressPath, request: Request, _: Reader) -> AddressOut:
+async def get_address(address: AddressPath, admin: AdminDep, _: Reader) -> AddressOut:
     """One address of a configured pool, whatever its state."""
-    return _out(await _admin(request).get(parse_address(address)))
+    return _out(await admin.get(parse_address(address)))
 
 
 @router.post("/addresses/{address}/reserve", response_model=AddressOut,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def reserve_address(address: AddressPath, request: Request, principal: Admin,
+async def reserve_address(address: AddressPath, request: Request, principal: Admin, admin: AdminDep,
                           body: Annotated[ReserveBody | None, Body()] = None) -> AddressOut:
     """Keep a free address out of allocation (owner ``reserved/<token name>``)."""
-    record = await _admin(request).reserve(
+    record = await admin.reserve(
         parse_address(address), holder_name=principal.name,
         note=body.note if body is not None else None, actor=actor_of(request, principal))
     return _out(AddressView.of(record))
@@ -154,11 +158,11 @@ async def reserve_address(address: AddressPath, request: Request, principal: Adm
 
 @router.post("/addresses/{address}/release", response_model=Released,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def release_address(address: AddressPath, request: Request, principal: Admin,
+async def release_address(address: AddressPath, request: Request, principal: Admin, admin: AdminDep,
                           force: Force = False,
                           body: Annotated[ReleaseBody | None, Body()] = None) -> Released:
     """Free an address (reserved, kept, or allocated with force); idempotent."""
-    rows = await _admin(request).release(
+    rows = await admin.release(
         parse_address(address), force=force, actor=actor_of(request, principal),
         reason=body.reason if body is not None else None)
     return Released(released=_outs(rows))
@@ -166,9 +170,9 @@ async def release_address(address: AddressPath, request: Request, principal: Adm
 
 @router.post("/owners/release", response_model=Released,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def release_owner(body: OwnerReleaseBody, request: Request, principal: Admin,
+async def release_owner(body: OwnerReleaseBody, request: Request, principal: Admin, admin: AdminDep,
                         force: Force = False) -> Released:
     """Free every address of an owner, all or none (409 while a live pod holds one)."""
-    rows = await _admin(request).release_owner(
+    rows = await admin.release_owner(
         body.owner, force=force, actor=actor_of(request, principal), reason=body.reason)
     return Released(released=_outs(rows))

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Admin, Reader, actor_of
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.errors import InvalidInput
 from ipam.services.address_admin import AddressAdmin, Counts
@@ -80,9 +81,9 @@ def _counts(c: Counts) -> dict[str, int]:
 
 
 @router.get("/pools", response_model=PoolList, responses=error_responses(401, 403, 503))
-async def list_pools(request: Request, _: Reader) -> PoolList:
+async def list_pools(runtime: RuntimeDep, _: Reader) -> PoolList:
     """Pools in config order with usage in total, per range and per VLAN."""
-    report = await AddressAdmin(request.app.state.runtime).pool_usage_detail()
+    report = await AddressAdmin(runtime).pool_usage_detail()
     items = [
         PoolOut(**detail.usage.to_dict(),
                 ranges=[RangeUsage(range=name, **_counts(c)) for name, c in detail.ranges])
@@ -127,7 +128,7 @@ _IMPORT_BODY: dict[str, Any] = {
 
 @router.post("/pools/import", response_model=ConfigDiffOut, openapi_extra=_IMPORT_BODY,
              responses=error_responses(401, 403, 409, 413, 422, 503))
-async def import_pools(request: Request, principal: Admin,
+async def import_pools(request: Request, principal: Admin, runtime: RuntimeDep,
                        dry_run: Annotated[bool, Query(description="Diff only")] = False
                        ) -> ConfigDiffOut:
     """Replace the pool config (idempotent); refuses to strand addresses in use."""
@@ -140,7 +141,7 @@ async def import_pools(request: Request, principal: Admin,
         raise InvalidInput("body: send the floatingips JSON list or the ConfigMap YAML",
                            field="body")
     try:
-        diff = await AddressAdmin(request.app.state.runtime).import_pools(
+        diff = await AddressAdmin(runtime).import_pools(
             document, dry_run=dry_run, actor=actor_of(request, principal))
     except ValueError as exc:
         # The JSON and YAML decoders refuse an integer of more than 4,300 digits with a plain

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
+from ipam.api.deps import RuntimeDep, SharedDep
 from ipam.api.errors import error_responses
 from ipam.errors import Unavailable
 from ipam.services.reconciler import Reconciler, Report
@@ -65,20 +66,19 @@ def _out(report: Report) -> DryRunOut:
 
 @router.get("/reconciler/dry-run", response_model=DryRunOut,
             responses=error_responses(401, 403, 503))
-async def dry_run(request: Request, _: Reader) -> DryRunOut:
+async def dry_run(runtime: RuntimeDep, shared: SharedDep, _: Reader) -> DryRunOut:
     """Run a reconciler pass that changes nothing; its findings and what --repair would do."""
-    live = request.app.state.runtime.extras.get("reconciler")
-    if not isinstance(live, Reconciler):
+    live = runtime.reconciler
+    if live is None:
         raise Unavailable("the reconciler is off on this replica (no Kubernetes configuration, "
                           "or IPAM_CONTROLLERS_ENABLED=false); run `ipam check` instead")
-    state = request.app.state
-    task: asyncio.Task[Report] | None = getattr(state, "reconciler_dry_run", None)
+    task = shared.dry_run
     if task is None or task.done():
         twin = Reconciler(live.db, live.allocator, live.lifecycle, live.workloads, live.pods,
                           live.catalog, live.settings)
         task = asyncio.create_task(twin.run_pass(apply=False), name="reconciler-dry-run")
         # Retrieved here too, so a pass whose caller went away leaves no unretrieved error.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        state.reconciler_dry_run = task
+        shared.dry_run = task
     report = await asyncio.shield(task)
     return _out(report)

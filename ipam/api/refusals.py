@@ -11,13 +11,15 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.services import refusals
 from ipam.services.refusals import Refusal
+from ipam.services.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["refusals"])
 
@@ -50,8 +52,8 @@ def _at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-async def _out(request: Request, entry: Refusal) -> RefusalOut:
-    rows = await request.app.state.runtime.allocator.pod_addresses(entry.uid)
+async def _out(runtime: Runtime, entry: Refusal) -> RefusalOut:
+    rows = await runtime.allocator.pod_addresses(entry.uid)
     holds = [str(r.address) for r in rows]
     return RefusalOut(
         pod=entry.pod, uid=entry.uid, first_at=_at(entry.first_at), last_at=_at(entry.last_at),
@@ -64,7 +66,7 @@ async def _out(request: Request, entry: Refusal) -> RefusalOut:
 @router.get("/refusals", response_model=RefusalList, responses=error_responses(401, 403, 422,
                                                                                 503))
 async def list_refusals(
-    request: Request, _: Reader,
+    runtime: RuntimeDep, _: Reader,
     limit: Annotated[int, Query(ge=1, le=refusals.CAPACITY)] = 50,
     minutes: Annotated[float | None, Query(gt=0, le=7 * 24 * 60,
                                            description="Only refusals this recent")] = None,
@@ -72,5 +74,5 @@ async def list_refusals(
     """The latest filter refusals on this replica, one per pod, newest first."""
     since = datetime.now(UTC).timestamp() - minutes * 60 if minutes is not None else None
     entries = refusals.recent(limit, since=since)
-    items = await asyncio.gather(*(_out(request, e) for e in entries))
+    items = await asyncio.gather(*(_out(runtime, e) for e in entries))
     return RefusalList(items=list(items), capacity=refusals.RECENT.capacity)

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.services.address_admin import AddressAdmin
 from ipam.services.audit_query import MAX_LIMIT, query_audit
+from ipam.services.runtime import Runtime
 from ipam.storage.records import AuditRecord
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
@@ -123,9 +125,9 @@ def rebuild(current: dict[str, dict[str, int]], rows: Iterable[AuditRecord],
     return out, at[j + 1] if j + 1 < len(at) else oldest
 
 
-async def _audit_rows(request: Request, since: datetime) -> tuple[list[AuditRecord], bool]:
+async def _audit_rows(runtime: Runtime, since: datetime) -> tuple[list[AuditRecord], bool]:
     """Rows since then, newest first, at most ``MAX_ROWS``, and whether that was all."""
-    db = request.app.state.runtime.db
+    db = runtime.db
     rows: list[AuditRecord] = []
     cursor: str | None = None
     while len(rows) < MAX_ROWS:
@@ -140,7 +142,7 @@ async def _audit_rows(request: Request, since: datetime) -> tuple[list[AuditReco
 
 @router.get("/trend", response_model=TrendOut, responses=error_responses(401, 403, 422, 503))
 async def usage_trend(
-    request: Request, _: Reader,
+    runtime: RuntimeDep, _: Reader,
     hours: Annotated[float, Query(gt=0, le=24 * 31, description="Window, in hours")] = 24,
     points: Annotated[int, Query(ge=2, le=500, description="Instants in the window")] = 25,
 ) -> TrendOut:
@@ -148,13 +150,13 @@ async def usage_trend(
     # ``until`` before the counts: a change landing in between is newer than ``until`` and
     # is undone before the last instant is emitted, so the instants stay consistent.
     until = datetime.now(UTC)
-    report = await AddressAdmin(request.app.state.runtime).pool_usage_detail()
+    report = await AddressAdmin(runtime).pool_usage_detail()
     window = timedelta(hours=hours)
     at = instants(until, window, points)
     current = {d.usage.pool.name: {"allocated": d.usage.allocated, "kept": d.usage.kept,
                                    "reserved": d.usage.reserved} for d in report.pools}
     totals = {d.usage.pool.name: d.usage.pool.size for d in report.pools}
-    rows, complete = await _audit_rows(request, at[0])
+    rows, complete = await _audit_rows(runtime, at[0])
     series, known = rebuild(current, rows, at, complete=complete)
     pools = []
     for name, values in series.items():
@@ -191,9 +193,9 @@ class NodeSubnetsOut(BaseModel):
 
 @router.get("/node-subnets", response_model=NodeSubnetsOut,
             responses=error_responses(401, 403, 503))
-async def node_subnet_usage(request: Request, _: Reader) -> NodeSubnetsOut:
+async def node_subnet_usage(runtime: RuntimeDep, _: Reader) -> NodeSubnetsOut:
     """Per pool and routable node subnet: the nodes in it and the addresses used on them."""
-    rt = request.app.state.runtime
+    rt = runtime
     admin = AddressAdmin(rt)
     report = await admin.pool_usage_detail()
     rows = await admin.taken()

@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ipam.api.auth import Reader
+from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.engine.release_decision import WorkloadState, on_pod_gone
 from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, owner_from_key
 from ipam.errors import IpamError
 from ipam.services.address_admin import AddressAdmin
+from ipam.services.runtime import Runtime
 from ipam.storage.records import AddressRecord
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
@@ -165,13 +167,13 @@ def _address(row: AddressRecord) -> WorkloadAddress:
                            node=row.node, kept_since=row.kept_since)
 
 
-async def _replicas(request: Request, owner: Owner, gate: asyncio.Semaphore
+async def _replicas(runtime: Runtime, owner: Owner, gate: asyncio.Semaphore
                     ) -> tuple[int | None, bool | None, str | None]:
     """(replicas, exists, note) from the API server, through the controllers' reader."""
     if owner.kind in (OwnerKind.POOL, OwnerKind.POD):
         return None, None, None
-    reconciler = request.app.state.runtime.extras.get("reconciler")
-    reader = getattr(reconciler, "workloads", None)
+    reconciler = runtime.reconciler
+    reader = reconciler.workloads if reconciler is not None else None
     if reader is None:
         return None, None, "controllers are off on this replica: replicas unknown"
     if owner.kind is OwnerKind.STATEFULSET:
@@ -191,7 +193,7 @@ async def _replicas(request: Request, owner: Owner, gate: asyncio.Semaphore
 @router.get("/workloads", response_model=WorkloadList,
             responses=error_responses(401, 403, 422, 503))
 async def list_workloads(
-    request: Request, _: Reader,
+    runtime: RuntimeDep, _: Reader,
     namespace: Annotated[str | None, Query(max_length=253)] = None,
     kind: Kind | None = None,
     search: Annotated[str | None, Query(max_length=253, description="Part of the owner key")]
@@ -200,7 +202,7 @@ async def list_workloads(
 ) -> WorkloadList:
     """Owners holding fixed addresses, by key, with their addresses and policy outcomes."""
     groups: dict[str, _Group] = {}
-    for row in await AddressAdmin(request.app.state.runtime).taken():
+    for row in await AddressAdmin(runtime).taken():
         found = _workload_of(row)
         if found is None:
             continue
@@ -217,7 +219,7 @@ async def list_workloads(
         group.rows.append(row)
     chosen = [groups[k] for k in sorted(groups)][:limit]
     gate = asyncio.Semaphore(LOOKUPS_IN_FLIGHT)
-    sizes = await asyncio.gather(*(_replicas(request, g.owner, gate) for g in chosen))
+    sizes = await asyncio.gather(*(_replicas(runtime, g.owner, gate) for g in chosen))
     items = []
     for group, (replicas, exists, note) in zip(chosen, sizes, strict=True):
         owner, rows = group.owner, sorted(group.rows, key=lambda r: (r.owner_key or "",

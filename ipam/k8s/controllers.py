@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +39,30 @@ def kube_configured(settings: Settings) -> bool:
                 or os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
+@dataclass(frozen=True, slots=True)
+class KubeSide:
+    """The services' Kubernetes ports over one client: pods and bindings, workloads, and
+    the pod lifecycle that releases through the allocator."""
+
+    cluster: KubeCluster
+    workloads: KubeWorkloads
+    lifecycle: PodLifecycle
+
+    @classmethod
+    def of(cls, runtime: Runtime, kube: KubeClient) -> KubeSide:
+        workloads = KubeWorkloads(kube)
+        return cls(KubeCluster(kube), workloads, PodLifecycle(runtime.allocator, workloads))
+
+
+def build_reconciler(runtime: Runtime, kube: KubeClient, side: KubeSide | None = None
+                     ) -> Reconciler:
+    """The reconciler, built one way for the service (``Controllers``) and ``ipam check``
+    (the CLI passes its own client; ``side`` shares the service's ports)."""
+    side = side if side is not None else KubeSide.of(runtime, kube)
+    return Reconciler(runtime.db, runtime.allocator, side.lifecycle, side.workloads,
+                      side.workloads, runtime.catalog, runtime.settings.reconciler)
+
+
 class Controllers:
     """The process's long-running tasks, started after the runtime and stopped before it.
     Every loop runs under ``self.supervisor``: none ends before ``stop``."""
@@ -56,7 +81,7 @@ class Controllers:
 
     async def start(self) -> None:
         rt, settings = self.runtime, self.runtime.settings
-        rt.extras["controllers"] = self
+        rt.controllers = self
         self.supervisor.every("catalog-refresh", settings.catalog_refresh_seconds,
                               self._refresh_catalog)
         # Quarantines that are over go back to free promptly (allocations end them lazily
@@ -67,27 +92,23 @@ class Controllers:
             log.warning("no Kubernetes configuration: extender bind and watchers are off")
             return
         self.kube = KubeClient.from_settings(settings)
-        cluster = KubeCluster(self.kube)
-        rt.placement.binder = cluster
-        rt.placement.cluster = cluster
-        workloads = KubeWorkloads(self.kube)
-        lifecycle = PodLifecycle(rt.allocator, workloads)
-        rt.placement.workloads, rt.placement.lifecycle = workloads, lifecycle
-        rt.extras["kube"] = self.kube
+        side = KubeSide.of(rt, self.kube)
+        notices: PodEvents | None = None
+        if settings.controllers_enabled:
+            self.events = EventRecorder(self.kube)
+            notices = PodEvents(self.events)
+        rt.placement.attach(binder=side.cluster, cluster=side.cluster, workloads=side.workloads,
+                            lifecycle=side.lifecycle, notices=notices)
         if not settings.controllers_enabled:
             return
-        self.events = EventRecorder(self.kube)
-        notices = PodEvents(self.events)
-        rt.placement.notices = notices
-        reconciler = Reconciler(rt.db, rt.allocator, lifecycle, workloads, workloads,
-                                rt.catalog, settings.reconciler)
+        reconciler = build_reconciler(rt, self.kube, side)
         leadership: Leadership | None = None
         if settings.leader.enabled:
             leadership = Leadership(rt.db, retry_seconds=settings.leader.renew_seconds,
                                     on_elected=self._on_elected)
-        pods = PodController(rt.promises, rt.placement.recent, lifecycle, leadership)
-        pods.notices = notices
-        rt.extras.update(reconciler=reconciler, leadership=leadership, pod_controller=pods)
+        pods = PodController(rt.promises, rt.placement.recent, side.lifecycle, leadership,
+                             notices)
+        rt.reconciler, rt.leadership, rt.pod_watcher = reconciler, leadership, pods
         self.reconciler, self.leadership = reconciler, leadership
         nodes = NodeController(rt.nodes)
         backoff, timeout = settings.watch.backoff_seconds, settings.watch.timeout_seconds
@@ -98,7 +119,7 @@ class Controllers:
         cm = settings.pools_configmap
         if cm.enabled:
             pool_cm = PoolConfigMapController(rt, cm, leadership, self.events)
-            rt.extras["pool_configmap"] = self.pool_configmap = pool_cm
+            self.pool_configmap = pool_cm
             # A field selector on the name: RBAC grants this one ConfigMap and no other.
             self._start(Informer(
                 "pool-configmap", self.kube,
@@ -145,7 +166,7 @@ class Controllers:
     def collect(self) -> list[Metric]:
         """Scrape-time gauges: pool usage, watches, tasks, reconciler, leadership, DB pool."""
         rt = self.runtime
-        usage = rt.extras.get("usage") or []
+        usage = rt.usage
         pools = gauge("ipam_pool_addresses", "Addresses per pool, VLAN and state.",
                       ["pool", "vlan", "state"], (
                           ([u.pool.name, str(u.pool.vlan or 0), state], float(value))

@@ -21,14 +21,14 @@ ACTOR = Actor("pod-watcher")
 
 class PodController:
     def __init__(self, promises: Promises, recent: RecentPods, lifecycle: PodLifecycle,
-                 leadership: Leadership | None) -> None:
+                 leadership: Leadership | None, notices: PodNotices | None = None) -> None:
         self.promises = promises
         self.recent = recent
         self.lifecycle = lifecycle
         self.leadership = leadership
         self.pods: dict[str, PodFacts] = {}
         self.released = 0
-        self.notices: PodNotices | None = None
+        self.notices = notices
 
     def lookup(self, namespace: str, name: str) -> PodFacts | None:
         return self.pods.get(f"{namespace}/{name}")

@@ -24,7 +24,6 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Protocol
 
 import orjson
 
@@ -49,15 +48,6 @@ ADDRESS_STATES = ("free", "allocated", "kept", "reserved", "quarantined")
 
 
 # -- pods the service did not see itself ----------------------------------------------------
-class PodCache(Protocol):
-    """A pod cache published as ``runtime.extras["pod_cache"]`` (preferred), else the pod
-    watcher's ``extras["pod_controller"].lookup`` with readiness ``watch:pods``."""
-
-    synced: bool
-
-    def get(self, namespace: str, name: str) -> PodFacts | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class PodState:
     """``known``: the answer is definite; then ``pod`` is the pod, or ``None`` if absent."""
@@ -80,16 +70,10 @@ class PodLookup:
 
     def cached(self, namespace: str, name: str) -> PodState:
         """What the pod watcher knows, without a round trip; definite once it has synced."""
-        extras = self.runtime.extras
-        cache: PodCache | None = extras.get("pod_cache")
-        if cache is not None:
-            pod = cache.get(namespace, name)
-            return PodState(True, pod) if pod is not None or cache.synced else UNKNOWN
-        watcher = extras.get("pod_controller")
-        lookup = getattr(watcher, "lookup", None)
-        if lookup is None:
+        watcher = self.runtime.pod_watcher
+        if watcher is None:
             return UNKNOWN
-        found: PodFacts | None = lookup(namespace, name)
+        found = watcher.lookup(namespace, name)
         synced = self.runtime.readiness.conditions.get("watch:pods", (False, ""))[0]
         return PodState(True, found) if found is not None or synced else UNKNOWN
 

@@ -130,6 +130,14 @@ class Placement:
         self.refused: Counter[str] = Counter()
         self.notices: PodNotices | None = None
 
+    def attach(self, *, binder: Binder, cluster: ClusterReader, workloads: WorkloadReader,
+               lifecycle: PodLifecycle, notices: PodNotices | None = None) -> None:
+        """The Kubernetes ports, built after the runtime when the service starts (one call,
+        by ``ipam.k8s.controllers``); without them bind refuses and there is no owner gate."""
+        self.binder, self.cluster = binder, cluster
+        self.workloads, self.lifecycle = workloads, lifecycle
+        self.notices = notices
+
     # -- filter ---------------------------------------------------------------------------
     async def _rows(self, pod: PodFacts) -> list[AddressRecord]:
         """What the pod holds and everything of its owner's key (a bare pod's is its name),

@@ -1,27 +1,36 @@
-"""The long-lived objects of one process, built once by ``ipam.app`` and shared by transports."""
+"""The long-lived objects of one process, built once by ``ipam.app`` and shared by transports.
+
+``Runtime`` is the composition root: every long-lived object is a typed field. The
+Kubernetes side (``ipam.k8s.controllers``) is built after it, when the service starts, and
+fills the optional fields (``controllers``, ``reconciler``, ``leadership``, ``pod_watcher``)
+in one place; they stay ``None`` without Kubernetes or with the controllers off.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ipam.engine.pod import PodFacts
 from ipam.metrics import Metric, Metrics, counter, gauge
 from ipam.services.allocation import Allocator
+from ipam.services.leadership import Leadership
 from ipam.services.placement import Placement
 from ipam.services.placement_state import (
     DirectoryGetter,
     NodeDirectory,
+    PodDirectory,
     PodVisibility,
     PoolCatalog,
     Promises,
     RecentPods,
 )
-from ipam.services.pool_config import PoolConfigService
+from ipam.services.pool_config import PoolConfigService, PoolUsage
+from ipam.services.reconciler import Reconciler
 from ipam.settings import Settings
 from ipam.storage.change_feed import ChangeFeed, address_delta
 from ipam.storage.database import Database, head_revision
@@ -54,6 +63,13 @@ class Readiness:
         self.conditions[name] = (ok, detail)
 
 
+class Background(Protocol):
+    """The process's controllers (``ipam.k8s.controllers.Controllers``) as the runtime sees
+    them: their gauges and counters, read at scrape time."""
+
+    def collect(self) -> list[Metric]: ...
+
+
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
@@ -66,7 +82,15 @@ class Runtime:
     placement: Placement
     metrics: Metrics = field(default_factory=Metrics)
     readiness: Readiness = field(default_factory=Readiness)
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The Kubernetes side, set when the controllers start (``None`` until then, and
+    #: without Kubernetes or with the controllers off).
+    controllers: Background | None = None
+    reconciler: Reconciler | None = None
+    leadership: Leadership | None = None
+    #: The pod watcher's cache (promises and the CNI's pod lookups read it).
+    pod_watcher: PodDirectory | None = None
+    #: Pool usage as of the last ``/metrics`` scrape, for the controllers' gauges.
+    usage: list[PoolUsage] = field(default_factory=list)
     #: Other replicas' (and writers') changes to pool usage; ``start()`` turns it on.
     feed: ChangeFeed | None = None
     _pending_refresh: asyncio.Task[None] | None = None
@@ -78,11 +102,11 @@ class Runtime:
         catalog = PoolCatalog()
         allocator.listeners.append(catalog.on_change)
         nodes = NodeDirectory()
-        extras: dict[str, Any] = {}
+        built: list[Runtime] = []
 
-        def pod_watcher() -> Any:
-            """Built later, by the controllers, and kept in extras (``None`` until then)."""
-            return extras.get("pod_controller")
+        def pod_watcher() -> PodDirectory | None:
+            """Built later, by the controllers (``None`` until then)."""
+            return built[0].pod_watcher if built else None
 
         promises = Promises(settings.promise_ttl_seconds,
                             namespace_cap=settings.promise_namespace_cap,
@@ -93,7 +117,8 @@ class Runtime:
         allocator.listeners.append(metrics.on_address_change)
         runtime = cls(settings=settings, db=db, allocator=allocator,
                       pools=PoolConfigService(db), catalog=catalog, nodes=nodes,
-                      promises=promises, placement=placement, metrics=metrics, extras=extras)
+                      promises=promises, placement=placement, metrics=metrics)
+        built.append(runtime)
         feed = ChangeFeed(db, on_deltas=catalog.apply, on_pools=runtime.refresh_soon,
                           on_connected=lambda: catalog.refresh(db),
                           backoff_seconds=settings.watch.backoff_seconds)
@@ -106,7 +131,16 @@ class Runtime:
 
         allocator.listeners.append(publish)
         metrics.add_state(runtime._collect)
+        metrics.add_state(runtime._collect_controllers)
         return runtime
+
+    @property
+    def extras(self) -> Mapping[str, Any]:
+        """Deprecated, read-only: the typed fields by their old names, for tests that have
+        not moved to the fields yet. Nothing in ``ipam`` reads it."""
+        return {"controllers": self.controllers, "reconciler": self.reconciler,
+                "leadership": self.leadership, "pod_controller": self.pod_watcher,
+                "pool_configmap": getattr(self.controllers, "pool_configmap", None)}
 
     def start(self) -> None:
         """Background work that belongs to the runtime itself (the change feed); the service's
@@ -140,6 +174,11 @@ class Runtime:
                 return
             if self.feed is not None:
                 self.feed.signal()
+
+    def _collect_controllers(self) -> Iterable[Metric]:
+        """The running controllers' metrics (whichever started last on this runtime)."""
+        if self.controllers is not None:
+            yield from self.controllers.collect()
 
     def _collect(self) -> Iterable[Metric]:
         yield counter("ipam_filter_promises_refused", "Filter promises not granted, by reason "

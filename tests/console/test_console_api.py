@@ -208,7 +208,8 @@ async def test_workloads_put_each_event_to_the_release_rule(
 # -- reconciler dry run ---------------------------------------------------------------------
 async def test_a_dry_run_finds_what_repair_would_fix_and_changes_nothing(
         rest: RunningService, fake_apiserver: FakeApiServer) -> None:
-    reconciler = rest.runtime.extras["reconciler"]
+    reconciler = rest.runtime.reconciler
+    assert reconciler is not None
     await wait_until(lambda: reconciler.last_report is not None, timeout=30)
     last, runs = reconciler.last_report, reconciler.runs
     fake_apiserver.create("pods", make_pod("legacy-0", node_name="node-0", phase="Running",

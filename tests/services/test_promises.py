@@ -45,7 +45,7 @@ async def watching(rt: Runtime, *pods: PodFacts) -> PodController:
     """The real pod watcher's cache, listed with ``pods``, where the controllers keep it."""
     watcher = PodController(rt.promises, rt.placement.recent, None, None)  # type: ignore[arg-type]
     await watcher.on_sync(list(pods))
-    rt.extras["pod_controller"] = watcher
+    rt.pod_watcher = watcher
     return watcher
 
 
