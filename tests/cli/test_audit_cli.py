@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ipam.cli_client import ApiClient, Listing
+from ipam.cli.client import ApiClient, Listing
 from tests.api.rest_conftest import ADMIN
 from tests.cli.conftest import Cli, client_env, error_line, invoke
 from tests.service_harness import RunningService
@@ -18,7 +18,7 @@ from tests.service_harness import RunningService
 
 async def operator_changes(cli: Cli) -> None:
     """reserve .9, reserve .8, release .9: three rows by operator:alice."""
-    for args in (("reserve", "10.11.128.9", "--note", "n9"), ("reserve", "10.11.128.8"),
+    for args in (("reserve", "10.11.128.9", "--reason", "n9"), ("reserve", "10.11.128.8"),
                  ("release", "10.11.128.9", "--reason", "done")):
         run = await cli("ips", *args)
         assert run.code == 0, run
@@ -76,8 +76,9 @@ async def test_follow_prints_rows_written_after_it_started(
     listed = threading.Event()
     original = ApiClient.list_all
 
-    def list_all(self: ApiClient, path: str, params: Any, *, limit: int | None) -> Listing:
-        out = original(self, path, params, limit=limit)
+    def list_all(self: ApiClient, path: str, params: Any, *, limit: int | None,
+                 cursor: str | None = None) -> Listing:
+        out = original(self, path, params, limit=limit, cursor=cursor)
         listed.set()
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version as distribution_version
 from pathlib import Path
 
 from ipam import __version__
@@ -122,3 +123,29 @@ async def test_check_remote_prints_the_services_last_report(cli: Cli, rest: Runn
                                    "applied: ")
     both = await cli("check", "--remote", "--repair")
     assert both.code == 2 and "cannot --repair" in error_line(both)
+
+
+async def test_version_flag_needs_no_service() -> None:
+    run = await invoke(client_env(f"http://127.0.0.1:{closed_port()}"), "--version")
+    assert (run.code, run.stdout, run.stderr) == (0, f"ipam {distribution_version('ipam')}\n",
+                                                  "")
+    # Eager: before the command is looked at.
+    assert (await invoke(client_env(), "--version", "pools", "list")).code == 0
+
+
+async def test_usage_errors_are_one_line_and_exit_2() -> None:
+    env = client_env(f"http://127.0.0.1:{closed_port()}")
+    for args, says in [
+        (["ips", "list", "--bogus"], "error: No such option: --bogus"),
+        (["ips", "list", "--state", "lost"], "error: Invalid value for '--state'"),
+        (["ips", "list", "--limit", "-1"], "error: Invalid value for '--limit'"),
+        (["--bogus", "pools", "list"], "error: No such option: --bogus"),
+        (["pools", "show"], "error: Missing argument 'name'"),
+        (["pools", "nope"], "error: No such command 'nope'"),
+        (["--timeout", "0", "pools", "list"], "error: Invalid value for '--timeout'"),
+    ]:
+        run = await invoke(env, *args)
+        assert run.code == 2, (args, run)
+        line = error_line(run)
+        assert line.startswith(says) and line.endswith(" --help')"), (args, line)
+        assert run.stdout == "" and "╭" not in run.stderr

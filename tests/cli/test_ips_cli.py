@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
+import httpx
+import pytest
 import yaml
 
-from tests.api.rest_conftest import READ, bind
+import ipam.cli.watch
+from tests.api.rest_conftest import ADMIN, READ, bind
 from tests.cli.conftest import Cli, error_line
 from tests.service_harness import RunningService
 
@@ -62,11 +66,12 @@ async def test_list_in_every_format_with_filters(
     cut = await cli("ips", "list", "--state", "free", "--limit", "3")
     assert [line.split()[0] for line in cut.stdout.splitlines()[1:]] == [
         "10.11.128.2", "10.11.128.3", "10.11.128.4"]
-    assert "showing the first 3; more match" in cut.stderr
+    assert "showing 3; more match" in cut.stderr
     # Pages of 1,000 followed by cursor: all 2,045, then a limit across a page boundary.
     every = json.loads((await cli("ips", "list", "--limit", "0", "-o", "json")).stdout)["items"]
     assert len(every) == 2045 and len({i["address"] for i in every}) == 2045
     assert every[-1]["address"] == "10.11.135.253"
+    assert json.loads((await cli("ips", "list", "--all", "-o", "json")).stdout)["items"] == every
     some = await cli("ips", "list", "--limit", "1500", "-o", "json")
     assert len(json.loads(some.stdout)["items"]) == 1500 and "more match" in some.stderr
 
@@ -79,7 +84,7 @@ async def test_list_in_every_format_with_filters(
 
 
 async def test_reserve_then_release(cli: Cli, rest: RunningService) -> None:
-    reserved = await cli("ips", "reserve", "10.11.128.9", "--note", "licence server")
+    reserved = await cli("ips", "reserve", "10.11.128.9", "--reason", "licence server")
     assert (reserved.code, reserved.stdout) == (0, "reserved 10.11.128.9 (owner "
                                                    "reserved/alice)\n"), reserved
     assert await state_of(rest, "10.11.128.9") == "reserved"
@@ -138,3 +143,79 @@ async def test_release_by_owner_frees_all_of_them(cli: Cli, rest: RunningService
     assert none_left.code == 6
     assert error_line(none_left) == ("error: owner reserved/alice holds no address "
                                      "(404 not_found)")
+
+
+# -- issue 16: one page by default, the next page's command, --watch, --reason everywhere -----
+def next_page_command(stderr: str) -> list[str]:
+    """The arguments of the command the note says lists the next page (program name dropped)."""
+    note = stderr.split("Next page: ", 1)[1].split("   (--all", 1)[0]
+    words = shlex.split(note)
+    return words[words.index("ips"):]
+
+
+async def test_list_is_one_page_and_says_how_to_get_the_next(cli: Cli) -> None:
+    first = await cli("ips", "list", "--state", "free", "--pool", POOL)
+    assert first.code == 0, first
+    rows = [line.split()[0] for line in first.stdout.splitlines()[1:]]
+    assert len(rows) == 50 and rows[0] == "10.11.128.1" and rows[-1] == "10.11.128.50"
+    assert first.stderr.startswith("showing 50; more match. Next page: ")
+    again = next_page_command(first.stderr)
+    assert again[:6] == ["ips", "list", "--pool", POOL, "--state", "free"]
+    assert again[6] == "--cursor" and len(again) == 8
+    second = await cli(*again)
+    assert [line.split()[0] for line in second.stdout.splitlines()[1:]][:2] == [
+        "10.11.128.51", "10.11.128.52"]
+    # json carries the API's cursor; the last page has none and no note.
+    doc = json.loads((await cli("ips", "list", "--limit", "2", "-o", "json")).stdout)
+    tail = await cli("ips", "list", "--cursor", doc["next_cursor"], "--all", "-o", "json")
+    items = json.loads(tail.stdout)
+    assert len(items["items"]) == 2043 and items["next_cursor"] is None and tail.stderr == ""
+    both = await cli("ips", "list", "--all", "--limit", "5")
+    assert both.code == 2 and "--all" in error_line(both)
+
+
+async def test_watch_redraws_until_interrupted(
+        cli: Cli, rest: RunningService, monkeypatch: pytest.MonkeyPatch) -> None:
+    pauses: list[float] = []
+
+    def reserve_then_stop(seconds: float) -> None:
+        """Between frames: the first pause reserves an address, the second is Ctrl-C."""
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise KeyboardInterrupt
+        resp = httpx.post(f"{rest.url}/v1/addresses/10.11.128.7/reserve", headers=ADMIN)
+        assert resp.status_code == 200, resp.text
+
+    monkeypatch.setattr(ipam.cli.watch, "pause", reserve_then_stop)
+    run = await cli("ips", "list", "--state", "reserved", "--watch")
+    assert run.code == 0, run
+    assert pauses == [2.0, 2.0]  # --watch alone: every 2 s
+    assert run.stderr.count("no matching items") == 1  # frame 1: nothing reserved yet
+    # Frame 2 (into a pipe: after a blank line) has the address reserved between the frames.
+    assert run.stdout.startswith("\n")
+    assert run.stdout.split()[::6] == ["ADDRESS", "10.11.128.7"]  # 6 columns a row
+
+    pauses.clear()
+    monkeypatch.setattr(ipam.cli.watch, "pause", pauses.append)
+    counted = await cli("ips", "list", "--state", "reserved", "--watch", "0.5", "--count", "3")
+    assert counted.code == 0, counted
+    assert pauses == [0.5, 0.5] and counted.stdout.count("ADDRESS") == 3
+
+
+async def test_reason_is_the_one_name_and_note_still_works(cli: Cli) -> None:
+    run = await cli("ips", "reserve", "10.11.128.11", "--reason", "db vip")
+    assert run.code == 0, run
+    old = await cli("ips", "reserve", "10.11.128.12", "--note", "old script")
+    assert old.code == 0, old
+    assert old.stderr.startswith("warning: --note is deprecated; use --reason")
+    released = await cli("ips", "release", "10.11.128.11", "--reason", "moved")
+    assert released.code == 0, released
+    rows = json.loads((await cli("audit", "-o", "json", "--actor", "operator:alice")).stdout)
+    assert [(r["action"], r["address"], r["reason"]) for r in rows["items"]] == [
+        ("release", "10.11.128.11", "moved"), ("reserve", "10.11.128.12", "old script"),
+        ("reserve", "10.11.128.11", "db vip")]
+    clash = await cli("ips", "release", "10.11.128.12", "--reason", "a", "--note", "b")
+    assert clash.code == 2 and "old name of --reason" in clash.stderr
+    for command in ("reserve", "release"):
+        shown = await cli("ips", command, "--help")
+        assert "--reason" in shown.stdout and "--note" not in shown.stdout

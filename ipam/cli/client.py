@@ -9,8 +9,8 @@ The bearer token: ``--token``, else ``--token-file``, else ``IPAM_TOKEN``, else
 ``IPAM_TOKEN_FILE`` (a file holding the token alone, such as a mounted Secret key). No token:
 no ``Authorization`` header, which a service without a token file accepts.
 
-Every failure is one ``CliError``: a message a person can act on, on one line, and the
-process's exit code (``ExitCode``). HTTP errors map as: 400/413/422 -> ``INVALID``,
+Every failure is one ``CliError`` (``ipam.cli.exits``): a message a person can act on, on one
+line, and the process's exit code. HTTP errors map as: 400/413/422 -> ``INVALID``,
 401/403 -> ``AUTH``, 404 -> ``NOT_FOUND`` (a path the service does not serve ->
 ``UNAVAILABLE``: that URL is not this API), 409 -> ``CONFLICT``, 502/503/504 and connection
 failures -> ``UNAVAILABLE``, anything else -> ``ERROR``.
@@ -18,7 +18,6 @@ failures -> ``UNAVAILABLE``, anything else -> ``ERROR``.
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 import uuid
@@ -31,61 +30,11 @@ from urllib.parse import quote
 import httpx
 
 from ipam import __version__
+from ipam.cli.exits import CliError, ExitCode, exit_code_for_status, one_line
 
 DEFAULT_PORT = 9040
 #: Largest page the API serves (``limit`` of ``/v1/addresses`` and ``/v1/audit``).
 MAX_PAGE = 1000
-
-
-class ExitCode(enum.IntEnum):
-    """What the ``ipam`` command's exit status means."""
-
-    OK = 0
-    ERROR = 1  # unexpected: a bug, or an answer the client does not understand
-    INVALID = 2  # invalid input or usage
-    CONFLICT = 3  # conflicts with the current state, or ``check`` found problems
-    UNAVAILABLE = 4  # the service or the database is down or unreachable
-    AUTH = 5  # missing or wrong token (401), or a role that may not do this (403)
-    NOT_FOUND = 6
-
-
-def exit_code_for_status(status: int) -> ExitCode:
-    """The exit code of an HTTP (or ``IpamError``) status."""
-    if status in (400, 413, 422):
-        return ExitCode.INVALID
-    if status in (401, 403):
-        return ExitCode.AUTH
-    if status == 404:
-        return ExitCode.NOT_FOUND
-    if status == 409:
-        return ExitCode.CONFLICT
-    if status in (502, 503, 504):
-        return ExitCode.UNAVAILABLE
-    return ExitCode.ERROR
-
-
-def one_line(text: str) -> str:
-    """Whitespace (newlines included) collapsed: an error is one line of a terminal."""
-    return re.sub(r"\s+", " ", text).strip()
-
-
-class CliError(Exception):
-    """A failure to report as ``error: <line>`` and exit with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: ExitCode, *, status: int | None = None,
-                 code: str | None = None, details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = one_line(message)
-        self.exit_code = exit_code
-        self.status = status
-        self.code = code
-        self.details: Mapping[str, Any] = details or {}
-
-    def line(self) -> str:
-        """The message with the HTTP status and code it came from, if any."""
-        if self.status is None:
-            return self.message
-        return f"{self.message} ({self.status} {self.code or 'error'})"
 
 
 def _local_host(host: str) -> str:
@@ -238,11 +187,11 @@ class ApiClient:
         return CliError(message, exit_code_for_status(status), status=status, code=code,
                         details=details if isinstance(details, dict) else {})
 
-    def list_all(self, path: str, params: Mapping[str, Any], *, limit: int | None
-                 ) -> Listing:
-        """Items of a keyset-paginated list, following ``next_cursor``; at most ``limit``."""
+    def list_all(self, path: str, params: Mapping[str, Any], *, limit: int | None,
+                 cursor: str | None = None) -> Listing:
+        """Items of a keyset-paginated list, following ``next_cursor``; at most ``limit``,
+        from ``cursor`` (a ``next_cursor`` the API gave) when there is one."""
         out = Listing()
-        cursor: str | None = None
         while True:
             remaining = None if limit is None else limit - len(out.items)
             size = MAX_PAGE if remaining is None else min(remaining, MAX_PAGE)
@@ -253,7 +202,7 @@ class ApiClient:
             if not cursor or not items:
                 return out
             if limit is not None and len(out.items) >= limit:
-                out.more = True
+                out.next_cursor = cursor
                 return out
 
     def server_version(self) -> str:
@@ -268,10 +217,15 @@ class ApiClient:
 
 @dataclass
 class Listing:
-    """What ``list_all`` collected; ``more``: the limit stopped it before the last page."""
+    """What ``list_all`` collected; ``next_cursor``: where the next page starts, when the limit
+    stopped it before the last page (None: these were the last items)."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
-    more: bool = False
+    next_cursor: str | None = None
+
+    @property
+    def more(self) -> bool:
+        return self.next_cursor is not None
 
 
 def _param(value: object) -> str:
