@@ -10,8 +10,9 @@
 * galaxy's named pools (``/v1/pool``): a recorded size, optionally pre-allocated as ``kept``
   addresses of owner ``pool/<name>``.
 
-Every change writes its audit rows in its own transaction and tells the allocator's usage
-listeners, so the extender's cached pool counts stay right.
+Every change goes to its transaction's unit of work (``store.changed`` / ``store.log``):
+audit rows in the same transaction, and the usage listeners told after commit, so the
+extender's cached pool counts stay right.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import base64
 import hashlib
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -249,12 +250,6 @@ class AddressAdmin:
         self.db = runtime.db
         self.pods = pods or PodLookup(runtime)
 
-    def _notify(self, changes: Iterable[tuple[AddressRecord | None, AddressRecord | None]]
-                ) -> None:
-        for before, after in changes:
-            for listener in self.runtime.allocator.listeners:
-                listener(before, after)
-
     # reads ---------------------------------------------------------------------------
     async def list_addresses(self, *, pool: str | None = None, subnet: IPNetwork | None = None,
                              node: str | None = None, namespace: str | None = None,
@@ -355,7 +350,7 @@ class AddressAdmin:
                     actor=actor.name, action="cni.del", address=row.address, pool=row.pool,
                     owner_key=row.owner_key, pod_namespace=namespace, pod_name=name,
                     pod_uid=uid or row.pod_uid, reason=reason, request_id=actor.request_id))
-            await store.audit.record(*entries)
+            store.log(*entries)
         return rows
 
     # mutations ----------------------------------------------------------------------
@@ -376,8 +371,7 @@ class AddressAdmin:
                                state=row.state, owner=row.owner_key)
             after = await store.addresses.change(row.id, Holder(
                 state="reserved", owner_key=RESERVED_PREFIX + holder_name, note=note))
-            await store.audit.record(audit_entry(actor, "reserve", row, after, note))
-        self._notify([(row, after)])
+            store.changed(row, after, audit_entry(actor, "reserve", row, after, note))
         return after
 
     async def release(self, address: IPAddress, *, force: bool, actor: Actor,
@@ -449,7 +443,7 @@ class AddressAdmin:
                     ) -> list[AddressRecord]:
         """Released rows a pod used lately are quarantined; releasing a quarantined row
         again ends its quarantine now (the operator's way out)."""
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        out: list[AddressRecord] = []
         cool = self.runtime.allocator.quarantine_seconds
         async with self.db.transaction() as store:
             for row in sorted(rows, key=lambda r: (r.address.version, int(r.address))):
@@ -461,11 +455,11 @@ class AddressAdmin:
                     raise Conflict(f"{row.address} changed while it was being released (now "
                                    f"{_held_by(locked)}); look again and retry",
                                    address=str(row.address))
-                changes.append((locked, await store.addresses.release(locked.id, cool)))
-            await store.audit.record(*(audit_entry(actor, release_action(after), before, after,
-                                                   reason) for before, after in changes))
-        self._notify(changes)
-        return [after for _, after in changes]
+                after = await store.addresses.release(locked.id, cool)
+                store.changed(locked, after, audit_entry(actor, release_action(after), locked,
+                                                         after, reason))
+                out.append(after)
+        return out
 
     async def import_pools(self, document: str, *, dry_run: bool, actor: Actor) -> ConfigDiff:
         """galaxy's floatingips (JSON list or ConfigMap YAML) applied, or only diffed."""
@@ -506,15 +500,15 @@ class AddressAdmin:
             if pre_allocate_ip and len(held) < size:
                 created = await self._pre_allocate(store, owner, size - len(held))
             if before is None or (before.size, before.pre_allocate_ip) != (size, pre_allocate_ip):
-                await store.audit.record(AuditEntry(
+                store.log(AuditEntry(
                     actor=actor.name, action="pool.set", owner_key=owner,
                     before={"size": before.size, "preAllocateIP": before.pre_allocate_ip}
                     if before is not None else None,
                     after={"size": after.size, "preAllocateIP": after.pre_allocate_ip},
                     reason=f"named pool {name}", request_id=actor.request_id))
-            await store.audit.record(*(audit_entry(actor, "preallocate", None, rec,
-                                                   f"named pool {name}") for rec in created))
-        self._notify((None, rec) for rec in created)
+            for rec in created:
+                store.changed(None, rec, audit_entry(actor, "preallocate", None, rec,
+                                                     f"named pool {name}"))
         return NamedPoolState(name, size, pre_allocate_ip, len(held) + len(created))
 
     async def _pre_allocate(self, store: Store, owner: str, count: int) -> list[AddressRecord]:
@@ -533,7 +527,7 @@ class AddressAdmin:
     async def delete_named_pool(self, name: str, actor: Actor) -> list[AddressRecord]:
         """Forget the pool and free its unused (kept) addresses; pods keep theirs."""
         owner = f"pool/{name}"
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        freed: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
             before = await NamedPoolQuery(store.sql).get(name, lock=True)
             existed = await NamedPoolQuery(store.sql).delete(name)
@@ -543,15 +537,15 @@ class AddressAdmin:
             for row in rows:
                 locked = await store.addresses.by_address(row.address, lock=True)
                 if locked is not None and locked.state == "kept" and locked.owner_key == owner:
-                    changes.append((locked, await store.addresses.release(
+                    freed.append((locked, await store.addresses.release(
                         locked.id, self.runtime.allocator.quarantine_seconds)))
-            await store.audit.record(AuditEntry(
+            store.log(AuditEntry(
                 actor=actor.name, action="pool.delete", owner_key=owner,
                 before={"size": before.size, "preAllocateIP": before.pre_allocate_ip}
                 if before is not None else None,
-                reason=f"named pool {name}; {len(changes)} unused address(es) freed",
+                reason=f"named pool {name}; {len(freed)} unused address(es) freed",
                 request_id=actor.request_id))
-            await store.audit.record(*(audit_entry(actor, release_action(a), b, a,
-                                                   f"pool {name} deleted") for b, a in changes))
-        self._notify(changes)
-        return [a for _, a in changes]
+            for b, a in freed:
+                store.changed(b, a, audit_entry(actor, release_action(a), b, a,
+                                                f"pool {name} deleted"))
+        return [a for _, a in freed]

@@ -1,8 +1,10 @@
 """Reserve and release addresses for pods, honouring owners and release policies.
 
 Every call is one transaction: the address rows and their audit rows commit together or not
-at all. Idempotent by pod UID: a second call for a pod that already holds addresses returns
-them and writes nothing, so a retried scheduler bind allocates nothing new.
+at all. Each change goes to the unit of work (``store.changed``), which writes its audit row
+before COMMIT and tells the listeners (``Database.listeners``) after it. Idempotent by pod
+UID: a second call for a pod that already holds addresses returns them and writes nothing,
+so a retried scheduler bind allocates nothing new.
 
 A pod's release quarantines its address (docs/design.md, "Cool-down before reuse"): until the
 pool's period is over only the same owner may take it back; then it is free again, freed by
@@ -60,7 +62,6 @@ class Actor:
     request_id: str | None = None
 
 
-UsageListener = Callable[[AddressRecord | None, AddressRecord | None], None]
 #: Who ends a quarantine that is over, in the audit trail (unless the reconciler does).
 QUARANTINE_ACTOR = Actor("quarantine")
 QUARANTINE_OVER = "quarantine over"
@@ -101,11 +102,6 @@ class Allocator:
         #: A released address's cool-down where its pool sets none (``Settings`` carries the
         #: service's default; 0 frees at once, as before quarantine existed).
         self.quarantine_seconds = quarantine_seconds
-        self.listeners: list[UsageListener] = []
-
-    def _notify(self, before: AddressRecord | None, after: AddressRecord | None) -> None:
-        for listener in self.listeners:
-            listener(before, after)
 
     # -- allocation ---------------------------------------------------------------------
     async def allocate(self, pod: PodFacts, pools: Sequence[PoolRecord], *, node: str | None,
@@ -139,7 +135,6 @@ class Allocator:
                              node: str | None, actor: Actor, groups: Sequence[object],
                              *, grow_inline: bool) -> list[tuple[str | None, AddressRecord]]:
         changes: list[tuple[AddressRecord | None, AddressRecord]] = []
-        ended: list[tuple[AddressRecord, AddressRecord]] = []
         owner = owner_of(pod)
         policy = ReleasePolicy.of(pod)
         # A bare pod's key is its name: rows kept for that name (a keeping policy) or
@@ -169,11 +164,12 @@ class Allocator:
                     owner_key, pools[0].id, holder, plain_owner=plain_owner,
                     actor=actor.name, request_id=actor.request_id)
                 existing = [rec for rec in held if rec.pod_uid == pod.uid]
-                if taken is None and existing:
+                if taken is not None:
+                    store.changed_and_logged(None, taken)
+                elif existing:
                     # A bind is in flight for these rows: the reconciler must keep off them.
                     await store.addresses.touch_pod(pod.uid)
             if taken is not None:
-                self._notify(None, taken)
                 return [("free", taken)]
             if existing:
                 return [(None, rec) for rec in existing]
@@ -192,22 +188,19 @@ class Allocator:
                 for slot, group in enumerate(groups):
                     changes.append(await self._take_requested(
                         store, pod, owner, group, pools,  # type: ignore[arg-type]
-                        replace(holder, slot=slot), slot, ended))
+                        replace(holder, slot=slot), slot))
             else:
                 changes.append(await self._take_one(store, pod, owner, pools, holder, held,
-                                                    grow_inline, ended))
-            await store.audit.record(*(
-                audit_entry(actor, "reuse" if before is not None else "allocate", before, after)
-                for before, after in changes))
-        for before, after in [*ended, *changes]:
-            self._notify(before, after)
+                                                    grow_inline))
+            for before, after in changes:
+                store.changed(before, after, audit_entry(
+                    actor, "reuse" if before is not None else "allocate", before, after))
         return [(before.state if before is not None else "free", after)
                 for before, after in changes]
 
     async def _take_one(self, store: Store, pod: PodFacts, owner: Owner,
                         pools: Sequence[PoolRecord], holder: Holder,
-                        held: Sequence[AddressRecord], grow_inline: bool = True,
-                        ended: list[tuple[AddressRecord, AddressRecord]] | None = None
+                        held: Sequence[AddressRecord], grow_inline: bool = True
                         ) -> tuple[AddressRecord | None, AddressRecord]:
         """``held``: the owner's rows, read in this transaction (rows of other owners and
         of the pod itself may be among them). The owner's kept rows come first, then its
@@ -237,7 +230,7 @@ class Allocator:
                 f"{owner.key} keeps {where}, which no pool routable from node "
                 f"{holder.node} contains", owner=owner.key)
         for pool in pools:
-            record = await self.take_fresh(store, pool, holder, grow_inline, ended)
+            record = await self.take_fresh(store, pool, holder, grow_inline)
             if record is not None:
                 return None, record
         names = ", ".join(p.name for p in pools)
@@ -281,12 +274,10 @@ class Allocator:
                 await store.pools.set_high_water(pool.id, addrs[-1])
 
     async def take_fresh(self, store: Store, pool: PoolRecord, holder: Holder,
-                         grow_inline: bool = True,
-                         ended: list[tuple[AddressRecord, AddressRecord]] | None = None
-                         ) -> AddressRecord | None:
+                         grow_inline: bool = True) -> AddressRecord | None:
         """The pool's lowest free address for ``holder``, growing the pool when it can; a
-        pool with nothing left to grow first ends the quarantines that are over (their
-        changes go to ``ended``, for the caller to announce after commit)."""
+        pool with nothing left to grow first ends the quarantines that are over (changes of
+        this transaction, like the caller's). The caller records the taken row's change."""
         locked_retries = 0
         while True:
             record = await store.addresses.take_free(pool.id, holder)
@@ -311,7 +302,7 @@ class Allocator:
                 await store.pools.set_high_water(pool.id, addrs[-1])
                 continue
             # Fully materialised: quarantines that are over are free rows in waiting.
-            if await end_quarantines(store, pool.id, GROW_LOW_WATER, QUARANTINE_ACTOR, ended):
+            if await end_quarantines(store, pool.id, GROW_LOW_WATER, QUARANTINE_ACTOR):
                 continue
             # Free rows may exist but be locked by other allocators.
             if locked_retries >= LOCKED_RETRIES or not await store.addresses.has_free(pool.id):
@@ -321,8 +312,7 @@ class Allocator:
 
     async def _take_requested(self, store: Store, pod: PodFacts, owner: Owner,
                               group: Sequence[IpRange], pools: Sequence[PoolRecord],
-                              holder: Holder, slot: int,
-                              ended: list[tuple[AddressRecord, AddressRecord]] | None = None
+                              holder: Holder, slot: int
                               ) -> tuple[AddressRecord | None, AddressRecord]:
         """One address from any range of ``group``; the owner's kept (then quarantined)
         ones first."""
@@ -356,7 +346,7 @@ class Allocator:
                 if not chunk:
                     # Quarantines that are over (once): then the range is really taken.
                     if over and await end_quarantines(store, pool.id, SWEEP_BATCH,
-                                                      QUARANTINE_ACTOR, ended):
+                                                      QUARANTINE_ACTOR):
                         over = False
                         continue
                     break
@@ -374,20 +364,17 @@ class Allocator:
                           ) -> list[AddressRecord]:
         """Free (or keep for the owner) every address of the pod with this UID; what is
         freed is quarantined when ``cool`` says so (a pod may have used it)."""
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        out: list[AddressRecord] = []
         async with self.db.transaction() as store:
             for row in await store.addresses.by_pod_uid(uid, lock=True):
                 keeps = keep if isinstance(keep, bool) else keep(row)
                 cools = cool if isinstance(cool, bool) else cool(row)
                 after = await _keep_or_free(store, row, keep=keeps, quarantine=(
                     self.quarantine_seconds if cools else None))
-                changes.append((row, after))
-            await store.audit.record(*(
-                audit_entry(actor, release_action(after), before, after, reason)
-                for before, after in changes))
-        for before, after in changes:
-            self._notify(before, after)
-        return [after for _, after in changes]
+                store.changed(row, after, audit_entry(actor, release_action(after), row, after,
+                                                      reason))
+                out.append(after)
+        return out
 
     async def release_gone_pod(self, uid: str, decide: Callable[[Owner, str | None, int],
                                                                  Decision],
@@ -399,7 +386,7 @@ class Allocator:
         so two pods of one Deployment deleted together cannot both count the same surplus.
         With ``stale_before`` rows touched since then are left alone (a bind is in flight).
         """
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        out: list[AddressRecord] = []
         decision: Decision | None = None
         async with self.db.transaction() as store:
             rows = await store.addresses.by_pod_uid(uid)
@@ -416,13 +403,10 @@ class Allocator:
             for row in rows:
                 after = await _keep_or_free(store, row, keep=decision.keep,
                                             quarantine=self.quarantine_seconds)
-                changes.append((row, after))
-            await store.audit.record(*(
-                audit_entry(actor, release_action(after), before, after, decision.reason)
-                for before, after in changes))
-        for before, after in changes:
-            self._notify(before, after)
-        return decision, [after for _, after in changes]
+                store.changed(row, after, audit_entry(actor, release_action(after), row, after,
+                                                      decision.reason))
+                out.append(after)
+        return decision, out
 
     async def release_stale_unbound(self, uid: str, stale_before: datetime, *, actor: Actor
                                     ) -> bool:
@@ -431,7 +415,6 @@ class Allocator:
         Addresses the pod reused from its owner go back to the owner (kept), not to the pool;
         the others are free at once (no pod ran with them: nothing to cool down).
         """
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
             rows = await store.addresses.by_pod_uid(uid, lock=True)
             if not rows or any(r.updated_at > stale_before for r in rows):
@@ -439,13 +422,9 @@ class Allocator:
             for row in rows:
                 keeps = row.owner_key is not None and not row.owner_key.startswith("pod/")
                 after = await _keep_or_free(store, row, keep=keeps, quarantine=None)
-                changes.append((row, after))
-            await store.audit.record(*(
-                audit_entry(actor, release_action(after), before, after,
-                            "reserved at bind but the pod never got a node")
-                for before, after in changes))
-        for before, after in changes:
-            self._notify(before, after)
+                store.changed(row, after, audit_entry(
+                    actor, release_action(after), row, after,
+                    "reserved at bind but the pod never got a node"))
         return True
 
     async def release_kept(self, address: IPAddress, owner_key: str, *, actor: Actor,
@@ -457,9 +436,8 @@ class Allocator:
             if row is None or row.state != "kept" or row.owner_key != owner_key:
                 return False
             after = await store.addresses.release(row.id, self.quarantine_seconds)
-            await store.audit.record(audit_entry(actor, release_action(after), row, after,
-                                                 reason))
-        self._notify(row, after)
+            store.changed(row, after, audit_entry(actor, release_action(after), row, after,
+                                                  reason))
         return True
 
     async def adopt(self, pod: PodFacts, address: IPAddress, pool: PoolRecord, *, actor: Actor,
@@ -482,14 +460,13 @@ class Allocator:
                 raise Conflict(f"{address} is used by pod {pod.key} but held as {row.state} "
                                f"by {row.owner_key}", address=str(address))
             after = await store.addresses.change(row.id, holder)
-            await store.audit.record(audit_entry(actor, "adopt", row, after, reason))
-        self._notify(row, after)
+            store.changed(row, after, audit_entry(actor, "adopt", row, after, reason))
         return after
 
     async def release_owner(self, owner_key: str, *, actor: Actor, reason: str,
                             only_kept: bool = True) -> list[AddressRecord]:
         """Free an owner's addresses (kept ones only, unless told otherwise)."""
-        changes: list[tuple[AddressRecord, AddressRecord]] = []
+        out: list[AddressRecord] = []
         async with self.db.transaction() as store:
             for row in await store.addresses.by_owner(owner_key):
                 if only_kept and row.state != "kept":
@@ -499,25 +476,19 @@ class Allocator:
                     continue
                 if only_kept and locked.state != "kept":
                     continue
-                changes.append((locked, await store.addresses.release(
-                    locked.id, self.quarantine_seconds)))
-            await store.audit.record(*(
-                audit_entry(actor, release_action(after), before, after, reason)
-                for before, after in changes))
-        for before, after in changes:
-            self._notify(before, after)
-        return [after for _, after in changes]
+                after = await store.addresses.release(locked.id, self.quarantine_seconds)
+                store.changed(locked, after, audit_entry(actor, release_action(after), locked,
+                                                         after, reason))
+                out.append(after)
+        return out
 
     # -- quarantine ---------------------------------------------------------------------
     async def end_quarantines(self, *, actor: Actor = QUARANTINE_ACTOR,
                               limit: int = SWEEP_BATCH) -> list[AddressRecord]:
         """Free up to ``limit`` quarantined addresses whose time is up (the sweep)."""
-        ended: list[tuple[AddressRecord, AddressRecord]] = []
         async with self.db.transaction() as store:
-            await end_quarantines(store, None, limit, actor, ended)
-        for before, after in ended:
-            self._notify(before, after)
-        return [before for before, _ in ended]
+            ended = await end_quarantines(store, None, limit, actor)
+        return ended
 
     async def quarantines_over(self, limit: int = SWEEP_BATCH) -> list[AddressRecord]:
         """Quarantined addresses past their end, not freed yet (read only)."""
@@ -529,21 +500,17 @@ class Allocator:
             return await store.addresses.by_pod_uid(uid)
 
 
-async def end_quarantines(store: Store, pool_id: int | None, limit: int, actor: Actor,
-                          ended: list[tuple[AddressRecord, AddressRecord]] | None
-                          ) -> int:
-    """Free quarantined rows whose time is up (one pool, or all), each with its audit row;
-    rows another transaction holds are skipped. Returns how many; the changes go to
-    ``ended`` for the caller to announce after commit."""
+async def end_quarantines(store: Store, pool_id: int | None, limit: int, actor: Actor
+                          ) -> list[AddressRecord]:
+    """Free quarantined rows whose time is up (one pool, or all), each a change of
+    ``store``'s transaction; rows another transaction holds are skipped. Returns the rows as
+    they were (quarantined)."""
     rows = await store.addresses.quarantine_over(pool_id, limit)
-    changes = [(row, await store.addresses.free(row.id)) for row in rows]
-    await store.audit.record(*(
-        audit_entry(actor, "release", before, after,
-                    f"{QUARANTINE_OVER} (until {before.quarantined_until})")
-        for before, after in changes))
-    if ended is not None:
-        ended.extend(changes)
-    return len(changes)
+    for row in rows:
+        after = await store.addresses.free(row.id)
+        store.changed(row, after, audit_entry(
+            actor, "release", row, after, f"{QUARANTINE_OVER} (until {row.quarantined_until})"))
+    return rows
 
 
 async def _keep_or_free(store: Store, row: AddressRecord, *, keep: bool,

@@ -129,7 +129,7 @@ class PoolConfigService:
                 for name in diff.removed:
                     await store.pools.delete(old[name].id)
                 if not diff.empty:
-                    await store.audit.record(AuditEntry(
+                    store.log(AuditEntry(
                         actor=actor.name, action="pools.import",
                         before={"pools": [_fields(p) | {"name": p.name} for p in old.values()]},
                         after={"pools": [_fields(s) | {"name": s.name} for s in config.pools]},

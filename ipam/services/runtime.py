@@ -100,7 +100,7 @@ class Runtime:
     def build(cls, settings: Settings, db: Database) -> Runtime:
         allocator = Allocator(db, quarantine_seconds=settings.quarantine_seconds)
         catalog = PoolCatalog()
-        allocator.listeners.append(catalog.on_change)
+        db.listeners.append(catalog.on_change)
         nodes = NodeDirectory()
         built: list[Runtime] = []
 
@@ -114,7 +114,7 @@ class Runtime:
         placement = Placement(db, allocator, catalog, nodes, promises,
                               RecentPods(directory=pod_watcher))
         metrics = Metrics()
-        allocator.listeners.append(metrics.on_address_change)
+        db.listeners.append(metrics.on_address_change)
         runtime = cls(settings=settings, db=db, allocator=allocator,
                       pools=PoolConfigService(db), catalog=catalog, nodes=nodes,
                       promises=promises, placement=placement, metrics=metrics)
@@ -129,7 +129,7 @@ class Runtime:
             if delta is not None:
                 feed.publish(delta)
 
-        allocator.listeners.append(publish)
+        db.listeners.append(publish)
         metrics.add_state(runtime._collect)
         metrics.add_state(runtime._collect_controllers)
         return runtime

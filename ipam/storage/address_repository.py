@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ipam.engine.ip_ranges import IPAddress
+from ipam.storage.audit_repository import insert_audit
 from ipam.storage.records import AddressRecord, Holder, inet_address
 from ipam.storage.sql import Row, Sql
 
@@ -60,6 +61,13 @@ _HELD = f"""
     WHERE a.pod_uid = :pod_uid OR (CAST(:k AS text) IS NOT NULL AND a.owner_key = :k)
 """
 
+#: The audit row of the address ``taken`` below, written by the same statement.
+_LOG_TAKEN = insert_audit("""
+        SELECT :actor, 'allocate', t.address, t.pool, t.owner_key, t.pod_namespace,
+               t.pod_name, t.pod_uid, CAST(NULL AS jsonb), CAST(:after AS jsonb), NULL,
+               :request_id
+        FROM taken t""")
+
 #: The common bind in one round trip (``held_or_take``).
 _HELD_OR_TAKE = f"""
     WITH held AS ({_HELD}),
@@ -72,12 +80,7 @@ _HELD_OR_TAKE = f"""
         )
         RETURNING {_COLUMNS}
     ),
-    logged AS (
-        INSERT INTO audit (actor, action, address, pool, owner_key, pod_namespace, pod_name,
-                           pod_uid, after, request_id)
-        SELECT :actor, 'allocate', t.address, t.pool, t.owner_key, t.pod_namespace,
-               t.pod_name, t.pod_uid, CAST(:after AS jsonb), :request_id
-        FROM taken t
+    logged AS ({_LOG_TAKEN}
     )
     SELECT true AS taken, * FROM taken
     UNION ALL

@@ -12,13 +12,22 @@ import orjson
 from ipam.storage.records import AuditEntry, AuditRecord
 from ipam.storage.sql import Sql
 
-_INSERT = """
+
+def insert_audit(rows: str) -> str:
+    """The audit trail's one INSERT. ``rows`` (``VALUES ...`` or a ``SELECT``) gives the
+    columns in this order; the common bind's statement (``address_repository``) embeds it
+    with rows from its own ``UPDATE``, everything else writes through ``record``."""
+    return f"""
     INSERT INTO audit (actor, action, address, pool, owner_key, pod_namespace, pod_name,
                        pod_uid, before, after, reason, request_id)
+    {rows}"""
+
+
+_INSERT = insert_audit("""
     VALUES (:actor, :action, CAST(:address AS inet), :pool, :owner_key, :pod_namespace,
             :pod_name, :pod_uid, CAST(:before AS jsonb), CAST(:after AS jsonb), :reason,
             :request_id)
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)

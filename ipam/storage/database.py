@@ -3,6 +3,12 @@
 A use case runs inside ``async with db.transaction() as store:``; the block commits when it
 ends cleanly and rolls back when it raises, so repositories and services never commit.
 Connection failures surface as ``Unavailable`` (503 / extender Error), never as a 500.
+
+The unit of work also records what changed: a use case tells the ``Store`` about each
+address row it changed (``store.changed``) and each audit row it owes (``store.log``). The
+audit rows are written in one statement just before COMMIT, in this transaction; the
+process's listeners (``Database.listeners``: pool usage caches, metrics, the change feed)
+hear of the address changes only after COMMIT succeeded, and never of a rolled-back one.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -33,14 +39,20 @@ from ipam.storage.address_repository import AddressRepository
 from ipam.storage.audit_repository import AuditRepository
 from ipam.storage.locks import CONFIG_LOCK, Locks
 from ipam.storage.pool_repository import PoolRepository
+from ipam.storage.records import AddressRecord, AuditEntry
 from ipam.storage.sql import AsyncpgSql, Sql
 
 log = logging.getLogger(__name__)
 
 
+#: Told of each committed change of an address row: (before, after); ``None`` for no row.
+ChangeListener = Callable[[AddressRecord | None, AddressRecord | None], None]
+Change = tuple[AddressRecord | None, AddressRecord | None]
+
+
 @dataclass(slots=True)
 class Store:
-    """The repositories of one transaction."""
+    """The repositories of one transaction, and the changes it will commit."""
 
     sql: Sql
     addresses: AddressRepository
@@ -48,6 +60,38 @@ class Store:
     audit: AuditRepository
     locks: Locks
     named_pools: NamedPoolQuery
+    #: ``False`` for ``single_statement``: no transaction to write audit rows in.
+    transactional: bool = True
+    _entries: list[AuditEntry] = field(default_factory=list)
+    _changes: list[Change] = field(default_factory=list)
+
+    def log(self, *entries: AuditEntry) -> None:
+        """Audit rows of this transaction, written just before it commits."""
+        if entries and not self.transactional:
+            raise RuntimeError("audit rows need a transaction (db.transaction())")
+        self._entries.extend(entries)
+
+    def changed(self, before: AddressRecord | None, after: AddressRecord | None,
+                entry: AuditEntry) -> None:
+        """An address row changed: its audit row goes with this transaction, and the
+        listeners hear of the change once it has committed."""
+        self.log(entry)
+        self._changes.append((before, after))
+
+    def changed_and_logged(self, before: AddressRecord | None, after: AddressRecord | None
+                           ) -> None:
+        """A change whose statement wrote its own audit row (the common bind,
+        ``AddressRepository.held_or_take``): listeners only."""
+        self._changes.append((before, after))
+
+    async def flush_audit(self) -> None:
+        """Write the logged audit rows (one statement); the unit of work calls it."""
+        entries, self._entries = self._entries, []
+        await self.audit.record(*entries)
+
+    @property
+    def changes(self) -> list[Change]:
+        return list(self._changes)
 
 
 #: SQLSTATE classes that mean "the server is not there for us right now": connection
@@ -201,6 +245,8 @@ class Database:
             echo=echo,
             connect_args={"timeout": 5, "command_timeout": 30},
         )
+        #: Told of every address change this process commits, after the COMMIT.
+        self.listeners: list[ChangeListener] = []
 
     def transaction(self, *, config_shared: bool = False
                     ) -> contextlib.AbstractAsyncContextManager[Store]:
@@ -230,10 +276,12 @@ class Database:
                 try:
                     if begin is not None:
                         await driver.execute(begin)
+                    store = Store(sql := AsyncpgSql(driver), AddressRepository(sql),
+                                  PoolRepository(sql), AuditRepository(sql), Locks(sql),
+                                  NamedPoolQuery(sql), transactional=begin is not None)
                     try:
-                        yield Store(sql := AsyncpgSql(driver), AddressRepository(sql),
-                                    PoolRepository(sql), AuditRepository(sql), Locks(sql),
-                                    NamedPoolQuery(sql))
+                        yield store
+                        await store.flush_audit()
                     except BaseException as exc:
                         if begin is not None and not _needs_discarding(exc, driver):
                             await driver.execute("ROLLBACK")
@@ -246,6 +294,17 @@ class Database:
                         # next transaction.
                         await conn.invalidate()
                     raise
+        self._announce(store.changes)
+
+    def _announce(self, changes: list[Change]) -> None:
+        """Committed changes to the listeners; one that fails is logged and skipped: the
+        change is in the database whatever a cache makes of it."""
+        for before, after in changes:
+            for listener in self.listeners:
+                try:
+                    listener(before, after)
+                except Exception:
+                    log.exception("a change listener failed (%r)", listener)
 
     @asynccontextmanager
     async def _raw(self) -> AsyncIterator[Any]:

@@ -270,7 +270,7 @@ async def test_kept_address_released_counts_from_when_its_pod_left(
 async def test_sweep_frees_what_is_over_and_tells_the_listeners(db: Database) -> None:
     allocator = Allocator(db, quarantine_seconds=3600)
     catalog = PoolCatalog()
-    allocator.listeners.append(catalog.on_change)
+    db.listeners.append(catalog.on_change)
     short, long = await pools(db, entry("10.20.0.1~10.20.0.9", quarantine=1),
                               entry("10.30.0.1~10.30.0.9", subnet="10.30.0.0/24"))
     await catalog.refresh(db)
