@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ipam.api.auth import CniReporter, PodReader, actor_of
 from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
-from ipam.services.address_admin import AddressAdmin
+from ipam.services.cni_reports import CniReports
 from ipam.storage.records import AddressRecord
 
 router = APIRouter(prefix="/v1", tags=["cni"])
@@ -75,7 +75,7 @@ def _ip(row: AddressRecord) -> PodIp:
 async def pod_ips(namespace: Namespace, name: PodName, runtime: RuntimeDep,
                   _: PodReader) -> PodIps:
     """The pod's addresses in slot order, with prefix, gateway, VLAN, pool and routes."""
-    rows = await AddressAdmin(runtime).pod_allocation(namespace, name)
+    rows = await CniReports(runtime).pod_allocation(namespace, name)
     return PodIps(namespace=namespace, name=name, uid=rows[0].pod_uid,
                   ips=[_ip(r) for r in rows])
 
@@ -86,6 +86,6 @@ async def container_deleted(namespace: Namespace, name: PodName, body: Container
                             request: Request, principal: CniReporter,
                             runtime: RuntimeDep) -> DeleteAck:
     """CNI DEL of a pod's sandbox: audited (action ``cni.del``); addresses stay."""
-    rows = await AddressAdmin(runtime).container_deleted(
+    rows = await CniReports(runtime).container_deleted(
         namespace, name, body.container_id, body.uid, actor_of(request, principal))
     return DeleteAck(action="none", addresses=[str(r.address) for r in rows])

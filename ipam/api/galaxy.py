@@ -40,8 +40,10 @@ from ipam.api.errors import ErrorDetail, headers_for, http_error, validation_fie
 from ipam.api.operators import IP_SCHEMA
 from ipam.api.responses import OrjsonResponse
 from ipam.errors import InvalidInput, IpamError
-from ipam.services.address_admin import AddressAdmin, PodLookup
+from ipam.services.address_changes import AddressChanges
 from ipam.services.galaxy_listing import galaxy_page
+from ipam.services.named_pools import NamedPools
+from ipam.services.pod_lookup import PodLookup
 from ipam.storage.address_query import GalaxyFilter
 from ipam.storage.records import AddressRecord
 
@@ -330,7 +332,7 @@ async def release_ips(body: ReleaseIPReq, request: Request, response: Response,
         else:
             app_type = None  # galaxy refused an empty appType; it matches any type here
         checked.append((item, address, app_type))
-    outcomes = await AddressAdmin(runtime).release_many(
+    outcomes = await AddressChanges(runtime).release_many(
         [(address, _refusal(item, app_type)) for item, address, app_type in checked],
         actor=actor_of(request, principal), reason="released through galaxy's POST /v1/ip")
     failed = [(item.ip, why) for (item, _, _), why in zip(checked, outcomes, strict=True)
@@ -373,7 +375,7 @@ PoolName = Annotated[str, Path(min_length=1, max_length=253, pattern=r"^[^/]+$")
 @router.get("/pool/{name}", response_model=GetPoolResp, responses=_ERRORS)
 async def get_pool(name: PoolName, runtime: RuntimeDep, _: Reader) -> GetPoolResp:
     """A named pool's size and pre-allocation flag."""
-    state = await AddressAdmin(runtime).named_pool(name)
+    state = await NamedPools(runtime).named_pool(name)
     return GetPoolResp(code=200, message="", pool=Pool(
         name=state.name, size=state.size, preAllocateIP=state.pre_allocate_ip))
 
@@ -389,7 +391,7 @@ async def set_pool(body: Pool, request: Request, response: Response,
     if not re.match(POOL_NAME, body.name):
         raise InvalidInput(f"pool name {body.name!r} is not a DNS-1123 subdomain",
                            field="name")
-    state = await AddressAdmin(runtime).set_named_pool(
+    state = await NamedPools(runtime).set_named_pool(
         body.name, body.size, body.preAllocateIP, actor_of(request, principal))
     if not body.preAllocateIP:
         return UpdatePoolResp(code=200, message="")
@@ -403,6 +405,6 @@ async def set_pool(body: Pool, request: Request, response: Response,
 async def delete_pool(name: PoolName, request: Request, principal: Admin,
                       runtime: RuntimeDep) -> GalaxyStatus:
     """Delete a named pool; its unused addresses are freed, pods keep theirs."""
-    await AddressAdmin(runtime).delete_named_pool(
+    await NamedPools(runtime).delete_named_pool(
         name, actor_of(request, principal))
     return GalaxyStatus(code=200, message="")

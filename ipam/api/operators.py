@@ -19,7 +19,8 @@ from ipam.api.auth import Admin, Reader, actor_of
 from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.errors import InvalidInput
-from ipam.services.address_admin import AddressAdmin, AddressView
+from ipam.services.address_changes import AddressChanges
+from ipam.services.address_reads import AddressReads, AddressView
 from ipam.storage.records import AddressRecord
 
 router = APIRouter(prefix="/v1", tags=["addresses"])
@@ -110,17 +111,22 @@ def parse_subnet(value: str, field: str = "subnet") -> ipaddress.IPv4Network | \
         raise InvalidInput(f"{field}: {value!r} is not a CIDR", field=field) from None
 
 
-def _admin(runtime: RuntimeDep) -> AddressAdmin:
-    return AddressAdmin(runtime)
+def _reads(runtime: RuntimeDep) -> AddressReads:
+    return AddressReads(runtime)
 
 
-AdminDep = Annotated[AddressAdmin, Depends(_admin)]
+def _changes(runtime: RuntimeDep) -> AddressChanges:
+    return AddressChanges(runtime)
+
+
+ReadsDep = Annotated[AddressReads, Depends(_reads)]
+ChangesDep = Annotated[AddressChanges, Depends(_changes)]
 
 
 @router.get("/addresses", response_model=AddressList,
             responses=error_responses(401, 403, 422, 503))
 async def list_addresses(
-    admin: AdminDep, _: Reader,
+    reads: ReadsDep, _: Reader,
     pool: Annotated[str | None, Query(max_length=253)] = None,
     subnet: Annotated[str | None, Query(max_length=64, description="CIDR")] = None,
     node: Annotated[str | None, Query(max_length=253)] = None,
@@ -132,7 +138,7 @@ async def list_addresses(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AddressList:
     """Addresses in address order (IPv4 first), free ones included unless filtered out."""
-    page = await admin.list_addresses(
+    page = await reads.list_addresses(
         pool=pool, subnet=parse_subnet(subnet) if subnet else None, node=node,
         namespace=namespace, owner=owner, state=state, limit=limit, cursor=cursor)
     return AddressList(items=[_out(v) for v in page.items], next_cursor=page.next_cursor)
@@ -140,17 +146,18 @@ async def list_addresses(
 
 @router.get("/addresses/{address}", response_model=AddressOut,
             responses=error_responses(401, 403, 404, 422, 503))
-async def get_address(address: AddressPath, admin: AdminDep, _: Reader) -> AddressOut:
+async def get_address(address: AddressPath, reads: ReadsDep, _: Reader) -> AddressOut:
     """One address of a configured pool, whatever its state."""
-    return _out(await admin.get(parse_address(address)))
+    return _out(await reads.get(parse_address(address)))
 
 
 @router.post("/addresses/{address}/reserve", response_model=AddressOut,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def reserve_address(address: AddressPath, request: Request, principal: Admin, admin: AdminDep,
+async def reserve_address(address: AddressPath, request: Request, principal: Admin,
+                          changes: ChangesDep,
                           body: Annotated[ReserveBody | None, Body()] = None) -> AddressOut:
     """Keep a free address out of allocation (owner ``reserved/<token name>``)."""
-    record = await admin.reserve(
+    record = await changes.reserve(
         parse_address(address), holder_name=principal.name,
         note=body.note if body is not None else None, actor=actor_of(request, principal))
     return _out(AddressView.of(record))
@@ -158,11 +165,12 @@ async def reserve_address(address: AddressPath, request: Request, principal: Adm
 
 @router.post("/addresses/{address}/release", response_model=Released,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def release_address(address: AddressPath, request: Request, principal: Admin, admin: AdminDep,
+async def release_address(address: AddressPath, request: Request, principal: Admin,
+                          changes: ChangesDep,
                           force: Force = False,
                           body: Annotated[ReleaseBody | None, Body()] = None) -> Released:
     """Free an address (reserved, kept, or allocated with force); idempotent."""
-    rows = await admin.release(
+    rows = await changes.release(
         parse_address(address), force=force, actor=actor_of(request, principal),
         reason=body.reason if body is not None else None)
     return Released(released=_outs(rows))
@@ -170,9 +178,9 @@ async def release_address(address: AddressPath, request: Request, principal: Adm
 
 @router.post("/owners/release", response_model=Released,
              responses=error_responses(401, 403, 404, 409, 422, 503))
-async def release_owner(body: OwnerReleaseBody, request: Request, principal: Admin, admin: AdminDep,
-                        force: Force = False) -> Released:
+async def release_owner(body: OwnerReleaseBody, request: Request, principal: Admin,
+                        changes: ChangesDep, force: Force = False) -> Released:
     """Free every address of an owner, all or none (409 while a live pod holds one)."""
-    rows = await admin.release_owner(
+    rows = await changes.release_owner(
         body.owner, force=force, actor=actor_of(request, principal), reason=body.reason)
     return Released(released=_outs(rows))

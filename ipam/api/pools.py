@@ -17,7 +17,8 @@ from ipam.api.auth import Admin, Reader, actor_of
 from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
 from ipam.errors import InvalidInput
-from ipam.services.address_admin import AddressAdmin, Counts
+from ipam.services.pool_import import PoolImport
+from ipam.services.pool_usage import Counts, PoolUsageReads
 
 router = APIRouter(prefix="/v1", tags=["pools"])
 
@@ -83,7 +84,7 @@ def _counts(c: Counts) -> dict[str, int]:
 @router.get("/pools", response_model=PoolList, responses=error_responses(401, 403, 503))
 async def list_pools(runtime: RuntimeDep, _: Reader) -> PoolList:
     """Pools in config order with usage in total, per range and per VLAN."""
-    report = await AddressAdmin(runtime).pool_usage_detail()
+    report = await PoolUsageReads(runtime).pool_usage_detail()
     items = [
         PoolOut(**detail.usage.to_dict(),
                 ranges=[RangeUsage(range=name, **_counts(c)) for name, c in detail.ranges])
@@ -141,7 +142,7 @@ async def import_pools(request: Request, principal: Admin, runtime: RuntimeDep,
         raise InvalidInput("body: send the floatingips JSON list or the ConfigMap YAML",
                            field="body")
     try:
-        diff = await AddressAdmin(runtime).import_pools(
+        diff = await PoolImport(runtime).import_pools(
             document, dry_run=dry_run, actor=actor_of(request, principal))
     except ValueError as exc:
         # The JSON and YAML decoders refuse an integer of more than 4,300 digits with a plain

@@ -25,8 +25,9 @@ from pydantic import BaseModel, Field
 from ipam.api.auth import Reader
 from ipam.api.deps import RuntimeDep
 from ipam.api.errors import error_responses
-from ipam.services.address_admin import AddressAdmin
+from ipam.services.address_reads import AddressReads
 from ipam.services.audit_query import MAX_LIMIT, query_audit
+from ipam.services.pool_usage import PoolUsageReads
 from ipam.services.runtime import Runtime
 from ipam.storage.records import AuditRecord
 
@@ -150,7 +151,7 @@ async def usage_trend(
     # ``until`` before the counts: a change landing in between is newer than ``until`` and
     # is undone before the last instant is emitted, so the instants stay consistent.
     until = datetime.now(UTC)
-    report = await AddressAdmin(runtime).pool_usage_detail()
+    report = await PoolUsageReads(runtime).pool_usage_detail()
     window = timedelta(hours=hours)
     at = instants(until, window, points)
     current = {d.usage.pool.name: {"allocated": d.usage.allocated, "kept": d.usage.kept,
@@ -196,9 +197,8 @@ class NodeSubnetsOut(BaseModel):
 async def node_subnet_usage(runtime: RuntimeDep, _: Reader) -> NodeSubnetsOut:
     """Per pool and routable node subnet: the nodes in it and the addresses used on them."""
     rt = runtime
-    admin = AddressAdmin(rt)
-    report = await admin.pool_usage_detail()
-    rows = await admin.taken()
+    report = await PoolUsageReads(rt).pool_usage_detail()
+    rows = await AddressReads(rt).taken()
     node_ips: dict[str, Any] = dict(rt.nodes.addresses())
     by_pool: dict[str, list[str | None]] = {}
     for row in rows:

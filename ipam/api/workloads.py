@@ -25,7 +25,7 @@ from ipam.api.errors import error_responses
 from ipam.engine.release_decision import WorkloadState, on_pod_gone
 from ipam.engine.release_policy import Owner, OwnerKind, ReleasePolicy, owner_from_key
 from ipam.errors import IpamError
-from ipam.services.address_admin import AddressAdmin
+from ipam.services.address_reads import AddressReads
 from ipam.services.runtime import Runtime
 from ipam.storage.records import AddressRecord
 
@@ -202,7 +202,7 @@ async def list_workloads(
 ) -> WorkloadList:
     """Owners holding fixed addresses, by key, with their addresses and policy outcomes."""
     groups: dict[str, _Group] = {}
-    for row in await AddressAdmin(runtime).taken():
+    for row in await AddressReads(runtime).taken():
         found = _workload_of(row)
         if found is None:
             continue
