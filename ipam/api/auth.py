@@ -129,7 +129,7 @@ class TokenBeforeBody:
         headers = dict(scope.get("headers") or [])
         has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or (
             b"transfer-encoding" in headers)
-        store: TokenStore | None = getattr(scope["app"].state, "tokens", None)
+        store = shared_of(scope["app"].state).tokens
         if not has_body or store is None or not store.enabled:
             await self.app(scope, receive, send)
             return

@@ -26,7 +26,6 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ipam.api.deps import shared_of
 from ipam.engine.pool_config import MAX_DOCUMENT_BYTES
 
 #: Bodies up to this size are "small": they may use the whole budget.
@@ -107,12 +106,13 @@ class BodyBudget:
 
 
 def budget_of(scope: Scope, limits: BodyLimits) -> BodyBudget:
-    """The app's budget (``AppShared.body_budget``: the extender listener's app shares the
-    main app's, so both listeners draw on one)."""
-    shared = shared_of(scope["app"].state)
-    if shared.body_budget is None:
-        shared.body_budget = BodyBudget(limits)
-    return shared.body_budget
+    """The app's budget (``app.state.body_budget``: the extender listener's app shares the
+    main app's state, so both listeners draw on one)."""
+    state = scope["app"].state
+    budget: BodyBudget | None = getattr(state, "body_budget", None)
+    if budget is None:
+        budget = state.body_budget = BodyBudget(limits)
+    return budget
 
 
 class BodyLimitMiddleware:

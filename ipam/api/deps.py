@@ -1,8 +1,9 @@
 """Typed dependencies: routes ask for the runtime and the transport's shared objects by type.
 
-This module is the only one that reads ``app.state``: ``ipam.app`` puts the ``Runtime`` and
-one ``AppShared`` there once, at start, and routes declare ``RuntimeDep`` / ``SharedDep``
-(``Annotated`` aliases) instead of looking attributes up by name. The extender's verbs,
+Routes read no ``app.state`` attribute by name: ``ipam.app`` puts the ``Runtime`` and one
+``AppShared`` there once, at start, and routes declare ``RuntimeDep`` / ``SharedDep``
+(``Annotated`` aliases). The body-size middleware keeps its budget on the state itself
+(``ipam.api.body_limit``; it runs before routing). The extender's verbs,
 whose hot path skips FastAPI's dependency resolution, call ``runtime_of`` directly.
 """
 
@@ -18,7 +19,6 @@ from fastapi import Depends, Request
 from ipam.services.runtime import Runtime
 
 if TYPE_CHECKING:
-    from ipam.api.body_limit import BodyBudget
     from ipam.services.access import TokenStore
     from ipam.services.reconciler import Report
 
@@ -34,8 +34,6 @@ class AppShared:
     large_work: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: The reconciler dry run in flight, shared by concurrent callers.
     dry_run: asyncio.Task[Report] | None = None
-    #: The body-size budget of both listeners (``ipam.api.body_limit``).
-    body_budget: BodyBudget | None = None
     #: Each OpenAPI path as a pattern, with its methods (405 answers' ``Allow``).
     allow_patterns: list[tuple[re.Pattern[str], list[str]]] | None = None
 
