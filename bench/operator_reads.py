@@ -24,6 +24,10 @@ from bench.report import Section, Target
 from bench.restart import POOL_SUBNET, seed_allocations
 from bench.stats import Latency
 
+#: The seeded holders are not pods in the fake API server: without a long grace the
+#: reconciler would (rightly) free them as leaked in the middle of the run.
+SEEDED_ENV = {"IPAM_RECONCILER__GRACE_SECONDS": "86400",
+              "IPAM_RECONCILER__UNBOUND_GRACE_SECONDS": "86400"}
 P99_PAGE_LIMIT_MS = 50.0
 
 
@@ -75,10 +79,10 @@ async def run(lab: Lab) -> Section:
     last_page = max(1, count // 10 - 1)
     async with fresh_database(lab.pg, "reads") as database:
         # Started once to import the pools, then seeded and restarted: as after a busy day.
-        async with running_service(lab.pg, database, api, pools, work):
+        async with running_service(lab.pg, database, api, pools, work, SEEDED_ENV):
             pass
         await seed_allocations(lab.pg, database, count, len(api.nodes))
-        async with running_service(lab.pg, database, api, pools, work) as (svc, _):
+        async with running_service(lab.pg, database, api, pools, work, SEEDED_ENV) as (svc, _):
             conn = await Connection.open(svc.url)
             try:
                 runs: list[tuple[str, Latency]] = [

@@ -21,6 +21,7 @@ from bench.filter_latency import measure
 from bench.httpclient import Connection
 from bench.infra import allocated_counts, fresh_database, proc_cpu_seconds, running_service
 from bench.lab import Lab
+from bench.operator_reads import SEEDED_ENV
 from bench.report import Section, Target
 from bench.restart import POOL_SUBNET, READY_LIMIT_S, RSS_LIMIT_MB, seed_allocations
 from bench.schedule_run import bound_addresses, create_workloads, schedule
@@ -51,10 +52,10 @@ async def run(lab: Lab) -> Section:
                       f"allocations, {len(names):,} nodes, {total:,} pods scheduled", [
                           "step", "value", "unit", "notes"])
     async with fresh_database(lab.pg, "scale") as database:
-        async with running_service(lab.pg, database, api, pools, work):
+        async with running_service(lab.pg, database, api, pools, work, SEEDED_ENV):
             pass  # migrate and import the pools once, as the first start does
         await seed_allocations(lab.pg, database, sizes.scale_allocations, len(names))
-        async with running_service(lab.pg, database, api, pools, work) as (svc, ready):
+        async with running_service(lab.pg, database, api, pools, work, SEEDED_ENV) as (svc, ready):
             cpu = proc_cpu_seconds(svc.proc.pid)
             at_ready = svc.memory()
             load_avg = os.getloadavg()[0]
