@@ -55,9 +55,8 @@ def check(
 def _check_in_process(repair: bool) -> dict[str, Any]:
     from ipam.app import kube_configured, start_runtime
     from ipam.k8s.client import KubeClient
-    from ipam.k8s.workloads import KubeWorkloads
-    from ipam.services.pod_lifecycle import PodLifecycle
-    from ipam.services.reconciler import Reconciler, Report
+    from ipam.k8s.controllers import build_reconciler
+    from ipam.services.reconciler import Report
     from ipam.settings import get_settings
 
     settings = get_settings()
@@ -69,13 +68,9 @@ def _check_in_process(repair: bool) -> dict[str, Any]:
         runtime = await start_runtime(settings)
         kube = KubeClient.from_settings(settings)
         try:
-            workloads = KubeWorkloads(kube)
-            reconciler = Reconciler(runtime.db, runtime.allocator,
-                                    PodLifecycle(runtime.allocator, workloads), workloads,
-                                    workloads, runtime.catalog, settings.reconciler)
-            return await reconciler.run_pass(apply=repair)
+            return await build_reconciler(runtime, kube).run_pass(apply=repair)
         finally:
-            kube.close()
+            await kube.aclose()
             await runtime.db.dispose()
 
     what = "repairing" if repair else "checking"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -133,14 +133,6 @@ class Runtime:
         metrics.add_state(runtime._collect)
         metrics.add_state(runtime._collect_controllers)
         return runtime
-
-    @property
-    def extras(self) -> Mapping[str, Any]:
-        """Deprecated, read-only: the typed fields by their old names, for tests that have
-        not moved to the fields yet. Nothing in ``ipam`` reads it."""
-        return {"controllers": self.controllers, "reconciler": self.reconciler,
-                "leadership": self.leadership, "pod_controller": self.pod_watcher,
-                "pool_configmap": getattr(self.controllers, "pool_configmap", None)}
 
     def start(self) -> None:
         """Background work that belongs to the runtime itself (the change feed); the service's

@@ -455,7 +455,7 @@ async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) ->
     deadline, said = loop.time() + seconds, -float("inf")
     while True:
         # A database that cannot be reached raises as it is, as ``migrate`` does: the CLI
-        # names the host it tried (``ipam.cli._with_database``).
+        # names the host it tried (``ipam.cli.database.with_database``).
         revision = await db.schema_revision()
         if revision == head_revision():
             return

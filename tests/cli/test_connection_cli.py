@@ -111,7 +111,7 @@ async def test_version_with_and_without_the_service(rest: RunningService) -> Non
 
 async def test_check_remote_prints_the_services_last_report(cli: Cli, rest: RunningService
                                                            ) -> None:
-    reconciler = rest.runtime.extras["reconciler"]
+    reconciler = rest.runtime.reconciler
     await wait_until(lambda: reconciler.last_report is not None)
     run = await cli("check", "--remote", "-o", "json")
     assert run.code == 0, run

@@ -204,7 +204,7 @@ def cluster(db_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactor
                      what="nodes synced")
             cluster = Cluster(svc, fake, http)
             seed(cluster)
-            reconciler = rt.extras.get("reconciler")
+            reconciler = rt.reconciler
             wait_for(lambda: reconciler is not None and reconciler.last_report is not None,
                      what="the election-time reconciler pass")
             # Known only to the cluster: the dry run must find it, and change nothing.

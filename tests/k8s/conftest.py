@@ -59,5 +59,5 @@ class _started:
 @pytest.fixture
 async def controlled(service_factory: ServiceFactory) -> AsyncIterator[RunningService]:
     async with service_factory() as svc:
-        await wait_until(lambda: svc.runtime.extras["leadership"].is_leader)
+        await wait_until(lambda: svc.runtime.leadership.is_leader)
         yield svc

@@ -70,7 +70,7 @@ async def test_default_policy_frees_on_delete(controlled: RunningService,
     pod = fake_apiserver.create("pods", make_pod("plain"))
     address = await schedule(controlled, pod)
     fake_apiserver.delete("pods", "plain", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     assert address not in await rows(controlled)
     assert (await rows(controlled)) == {}
 
@@ -83,12 +83,12 @@ async def test_never_deployment_keeps_across_pod_and_owner_deletion(
     first = [await schedule(controlled, w.deployment_pod(d, s)) for s in ("aaaaa", "bbbbb")]
     # A pod dies and its replacement gets the same address.
     fake_apiserver.delete("pods", "web-5d8f7c9b6-aaaaa", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     assert (await rows(controlled))[first[0]][0] == "kept"
     assert await schedule(controlled, w.deployment_pod(d, "ccccc")) == first[0]
     # The whole Deployment is deleted (pods garbage-collected): never keeps both.
     fake_apiserver.delete("deployments", "web", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 3)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 3)
     kept = await rows(controlled)
     expected = dict.fromkeys(first, ("kept", "deploy/default/web"))
     assert {a: v[:2] for a, v in kept.items()} == expected
@@ -105,9 +105,9 @@ async def test_immutable_deployment_deleted_is_released_by_the_reconciler(
     d = w.deployment("api", 1, "immutable")
     await schedule(controlled, w.deployment_pod(d, "aaaaa"))
     fake_apiserver.delete("deployments", "api", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     assert all(v[0] != "allocated" for v in (await rows(controlled)).values())
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await controlled.runtime.reconciler.run_pass(apply=True)
     assert await rows(controlled) == {}
     assert [f.kind for f in report.findings] in ([], ["owner_gone"])
 
@@ -121,11 +121,11 @@ async def test_statefulset_scale_down_releases_exactly_the_removed_ordinals(
     fake_apiserver.patch("statefulsets", "db", {"spec": {"replicas": 1}}, namespace="default")
     for i in (2, 1):
         fake_apiserver.delete("pods", f"db-{i}", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 2)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 2)
     assert set(await rows(controlled)) == {addresses[0]}
     # db-0 restarts (delete + re-create): same address.
     fake_apiserver.delete("pods", "db-0", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 3)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 3)
     assert await schedule(controlled, w.sts_pod(s, 0)) == addresses[0]
 
 
@@ -137,7 +137,7 @@ async def test_never_statefulset_keeps_scaled_down_ordinals(
     addresses = [await schedule(controlled, w.sts_pod(s, i)) for i in range(2)]
     fake_apiserver.patch("statefulsets", "kv", {"spec": {"replicas": 1}}, namespace="default")
     fake_apiserver.delete("pods", "kv-1", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     assert (await rows(controlled))[addresses[1]][:2] == ("kept", "sts/default/kv/1")
     fake_apiserver.patch("statefulsets", "kv", {"spec": {"replicas": 2}}, namespace="default")
     assert await schedule(controlled, w.sts_pod(s, 1)) == addresses[1]
@@ -153,12 +153,12 @@ async def test_rolling_update_surge_does_not_deadlock_and_shrinks_back(
     surge = await schedule(controlled, w.deployment_pod(d, "new01"))
     assert surge not in old
     fake_apiserver.delete("pods", "roll-5d8f7c9b6-old01", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     # Owner held 3 for 2 replicas: the departing pod's address is freed, not kept.
     assert old[0] not in await rows(controlled)
     second = await schedule(controlled, w.deployment_pod(d, "new02"))
     fake_apiserver.delete("pods", "roll-5d8f7c9b6-old02", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 2)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 2)
     final = await rows(controlled)
     assert set(final) == {surge, second} and len(final) == 2
 
@@ -171,8 +171,8 @@ async def test_pod_deleted_while_the_service_was_down_is_cleaned_after_restart(
         await schedule(svc, pod)
     fake_apiserver.delete("pods", "ghost", namespace="default")
     async with service_factory() as svc:
-        await wait_until(lambda: svc.runtime.extras["reconciler"].runs >= 1)
-        report = svc.runtime.extras["reconciler"].last_report
+        await wait_until(lambda: svc.runtime.reconciler.runs >= 1)
+        report = svc.runtime.reconciler.last_report
         assert [(f.kind, f.action) for f in report.findings] == [("pod_gone", "released")]
         assert await rows(svc) == {}
 
@@ -183,7 +183,7 @@ async def test_dropped_and_expired_watches_recover(
     pods = [fake_apiserver.create("pods", make_pod(f"w{i}")) for i in range(2)]
     for pod in pods:
         await schedule(controlled, pod)
-    informer_restarts = controlled.runtime.extras["pod_controller"]
+    informer_restarts = controlled.runtime.pod_watcher
     fake_apiserver.drop_watches()
     fake_apiserver.delete("pods", "w0", namespace="default")
     await wait_until(lambda: informer_restarts.released >= 1)
@@ -200,7 +200,7 @@ async def test_never_bound_reservation_is_freed(
     from ipam.engine.pod import pod_facts
     from ipam.settings import ReconcilerSettings
 
-    reconciler = controlled.runtime.extras["reconciler"]
+    reconciler = controlled.runtime.reconciler
     pod = fake_apiserver.create("pods", make_pod("stuck"))
     pools = controlled.runtime.catalog.pools
     # As if the process died between reserving and creating the Binding.
@@ -220,11 +220,11 @@ async def test_running_pod_unknown_to_the_database_is_adopted(
     fake_apiserver.create("pods", make_pod(
         "legacy", node_name="node-1", phase="Running",
         annotations={"k8s.v1.cni.galaxy.io/args": args}))
-    check = await controlled.runtime.extras["reconciler"].run_pass(apply=False)
+    check = await controlled.runtime.reconciler.run_pass(apply=False)
     assert [(f.kind, f.address, f.action) for f in check.findings] == [
         ("unknown_to_database", "10.11.130.7", "none")]
     assert await rows(controlled) == {}
-    await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    await controlled.runtime.reconciler.run_pass(apply=True)
     assert await rows(controlled) == {"10.11.130.7": ("allocated", "pod/default/legacy",
                                                       "legacy")}
 
@@ -235,9 +235,9 @@ async def test_kept_address_ttl(controlled: RunningService,
         POLICY: "never", "ipam.fixed-ip.io/kept-ttl-seconds": "3600"}))
     address = await schedule(controlled, pod)
     fake_apiserver.delete("pods", "ttl", namespace="default")
-    await wait_until(lambda: controlled.runtime.extras["pod_controller"].released >= 1)
+    await wait_until(lambda: controlled.runtime.pod_watcher.released >= 1)
     assert (await rows(controlled))[address][0] == "kept"
-    reconciler = controlled.runtime.extras["reconciler"]
+    reconciler = controlled.runtime.reconciler
     assert (await reconciler.run_pass(apply=False)).findings == []  # within its TTL
     # The hour passes on the clock the reconciler reads (the database's now() against the
     # row's kept_since): the row is kept an hour and a second earlier instead of waiting.
@@ -260,7 +260,7 @@ async def test_reconciler_racing_a_new_pod_of_the_same_name(
         old_address = await schedule(svc, old)
         fake_apiserver.delete("pods", "same", namespace="default")
         new = fake_apiserver.create("pods", make_pod("same"))
-        reconciler = svc.runtime.extras["reconciler"]
+        reconciler = svc.runtime.reconciler
         results = await asyncio.gather(schedule(svc, new), reconciler.run_pass(apply=True))
         new_address = results[0]
         held = await svc.runtime.allocator.pod_addresses(new["metadata"]["uid"])
@@ -275,7 +275,7 @@ async def test_reconciler_racing_a_new_pod_of_the_same_name(
 async def test_two_replicas_never_both_lead(service_factory: ServiceFactory,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     async with service_factory() as a, service_factory() as b:
-        la, lb = a.runtime.extras["leadership"], b.runtime.extras["leadership"]
+        la, lb = a.runtime.leadership, b.runtime.leadership
         await wait_until(lambda: la.is_leader or lb.is_leader)
         leader, follower = (a, b) if la.is_leader else (b, a)
         # Election rounds of both, recorded on their locks: while the leader's every round
@@ -291,16 +291,16 @@ async def test_two_replicas_never_both_lead(service_factory: ServiceFactory,
                 return result
             monkeypatch.setattr(lock, method, recorded)
 
-        record(leader.runtime.extras["leadership"].lock, "held")
-        record(follower.runtime.extras["leadership"].lock, "try_acquire")
+        record(leader.runtime.leadership.lock, "held")
+        record(follower.runtime.leadership.lock, "try_acquire")
         await wait_until(lambda: min(len(v) for v in answers.values()) >= 5)
         assert all(answers["held"]) and not any(answers["try_acquire"]), answers
         assert not (la.is_leader and lb.is_leader)
-        first_runs = follower.runtime.extras["reconciler"].runs
+        first_runs = follower.runtime.reconciler.runs
         # The leader goes away; the follower takes over within a few retry periods.
-        await leader.runtime.extras["leadership"].resign()
-        await wait_until(lambda: follower.runtime.extras["leadership"].is_leader, timeout=5)
-        await wait_until(lambda: follower.runtime.extras["reconciler"].runs > first_runs)
+        await leader.runtime.leadership.resign()
+        await wait_until(lambda: follower.runtime.leadership.is_leader, timeout=5)
+        await wait_until(lambda: follower.runtime.reconciler.runs > first_runs)
 
 
 async def test_galaxy_pod_without_annotation_is_adopted_by_its_pod_ip(
@@ -310,7 +310,7 @@ async def test_galaxy_pod_without_annotation_is_adopted_by_its_pod_ip(
                                            pod_ip="10.11.129.40"))
     fake_apiserver.create("pods", make_pod("other-net", node_name="node-0", phase="Running",
                                            pod_ip="172.16.0.9"))
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await controlled.runtime.reconciler.run_pass(apply=True)
     assert [(f.kind, f.address, f.action) for f in report.findings] == [
         ("unknown_to_database", "10.11.129.40", "adopted")]
     assert await rows(controlled) == {"10.11.129.40": ("allocated", "pod/default/old-galaxy",

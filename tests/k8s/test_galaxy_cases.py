@@ -69,7 +69,7 @@ async def galaxy(service_factory: ServiceFactory, fake_apiserver: FakeApiServer,
     """The service with galaxy's TestConfig and galaxy's six nodes, leading."""
     pools = galaxy_cluster(fake_apiserver, tmp_path)
     async with service_factory(pools_file=pools) as svc:
-        await wait_until(lambda: svc.runtime.extras["leadership"].is_leader
+        await wait_until(lambda: svc.runtime.leadership.is_leader
                          and all(svc.runtime.nodes.known(n) for n in [*GALAXY_NODES, ROOMY[0]]))
         yield svc
 
@@ -85,7 +85,7 @@ def galaxy_cluster(fake: FakeApiServer, tmp_path: Path) -> Path:
 
 # -- helpers ----------------------------------------------------------------------------------
 def released(svc: RunningService) -> int:
-    return int(svc.runtime.extras["pod_controller"].released)
+    return int(svc.runtime.pod_watcher.released)
 
 
 async def delete_pod(svc: RunningService, fake: FakeApiServer, pod: dict[str, Any]) -> None:
@@ -449,7 +449,7 @@ async def test_galaxy_TestUnBind(galaxy: RunningService, fake_apiserver: FakeApi
     fake_apiserver.set_pod_status("demo", "pod1-1", phase="Running")
     fake_apiserver.patch("pods", "pod1-1", {"metadata": {"annotations": {ARGS: garbage}}},
                          namespace="demo")
-    report = await galaxy.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await galaxy.runtime.reconciler.run_pass(apply=True)
     assert report.error is None, report.error
     assert await state(galaxy, address) == ("allocated", "pod/demo/pod1-1")
     await delete_pod(galaxy, fake_apiserver, pod)
@@ -478,7 +478,7 @@ async def test_galaxy_TestResyncStsPod(
     }
     at: dict[str, str] = {}
     async with service_factory(pools_file=pools) as svc:
-        await wait_until(lambda: svc.runtime.extras["leadership"].is_leader
+        await wait_until(lambda: svc.runtime.leadership.is_leader
                          and svc.runtime.nodes.known(ROOMY[0]))
         for name, (policy, _, _) in cases.items():
             pod = sts_pod(fake_apiserver, statefulset(fake_apiserver, name), 0, policy=policy)
@@ -509,8 +509,8 @@ async def test_galaxy_TestResyncStsPod(
     fake_apiserver.delete("pods", "uid-0", namespace="default")
     new = sts_pod(fake_apiserver, uid_sts, 0, policy="immutable")
     async with service_factory(pools_file=pools) as svc:
-        await wait_until(lambda: svc.runtime.extras["reconciler"].runs >= 1)
-        assert svc.runtime.extras["reconciler"].last_report.error is None
+        await wait_until(lambda: svc.runtime.reconciler.runs >= 1)
+        assert svc.runtime.reconciler.last_report.error is None
         got = {name: await state(svc, address) for name, address in at.items()}
         want: dict[str, tuple[str, str | None] | None] = {
             name: None if owner is None else
@@ -549,7 +549,7 @@ async def test_galaxy_TestResyncStsPod_kept_ordinal(
         elif change == "scaled to 0":
             fake_apiserver.patch("statefulsets", name, {"spec": {"replicas": 0}},
                                  namespace="default")
-    report = await galaxy.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await galaxy.runtime.reconciler.run_pass(apply=True)
     assert report.error is None, report.error
     got = {name: await state(galaxy, address) for name, address in at.items()}
     assert got == {name: None if owner is None else ("kept", owner)

@@ -43,7 +43,7 @@ def two_pools(tmp_path: Path) -> Path:
 async def svc(service_factory: ServiceFactory, two_pools: Path
               ) -> AsyncIterator[RunningService]:
     async with service_factory(pools_file=two_pools) as running:
-        await wait_until(lambda: running.runtime.extras["leadership"].is_leader)
+        await wait_until(lambda: running.runtime.leadership.is_leader)
         yield running
 
 
@@ -58,7 +58,7 @@ def reasons_on(fake: FakeApiServer, pod: str) -> set[str]:
 
 
 def released(svc: RunningService, n: int) -> Any:
-    return lambda: svc.runtime.extras["pod_controller"].released >= n
+    return lambda: svc.runtime.pod_watcher.released >= n
 
 
 async def filter_names(svc: RunningService, pod: dict[str, Any], names: list[str] | None = None
@@ -244,11 +244,11 @@ async def test_pod_that_failed_while_the_service_was_down_is_released_by_the_rec
         service_factory: ServiceFactory, two_pools: Path,
         fake_apiserver: FakeApiServer) -> None:
     async with service_factory(pools_file=two_pools) as svc:
-        await wait_until(lambda: svc.runtime.extras["leadership"].is_leader)
+        await wait_until(lambda: svc.runtime.leadership.is_leader)
         address = await schedule(svc, fake_apiserver.create("pods", make_pod("batch")))
     fake_apiserver.set_pod_status("default", "batch", phase="Failed")
     async with service_factory(pools_file=two_pools) as svc:
-        await wait_until(lambda: svc.runtime.extras["leadership"].is_leader)
+        await wait_until(lambda: svc.runtime.leadership.is_leader)
         # The election-time reconciler pass finds it: the pod is there, but Failed.
         for _ in range(500):
             if address not in await rows(svc):

@@ -55,7 +55,7 @@ async def test_bad_configmap_is_refused_reported_and_the_watch_moves_on(
     caplog: pytest.LogCaptureFixture, bad: dict[str, str], fragment: str,
 ) -> None:
     rt: Any = controlled.runtime
-    pool_cm = rt.extras["pool_configmap"]
+    pool_cm = rt.controllers.pool_configmap
     good = await publish(fake_apiserver, {"floatingips": GOOD})
     await wait_until(lambda: pool_cm.applied_version == good)
     assert ranges(controlled) == ["10.11.128.1~10.11.128.9"]
@@ -90,7 +90,7 @@ async def test_bad_configmap_is_refused_reported_and_the_watch_moves_on(
     await wait_until(lambda: pool_cm.applied_version == fixed)
     assert ranges(controlled) == ["10.11.128.1~10.11.128.9", "10.11.130.1~10.11.130.9"]
     assert pool_cm.last_error is None and pool_cm.refused_version is None
-    informer = next(i for i in rt.extras["controllers"].informers if i.name == "pool-configmap")
+    informer = next(i for i in rt.controllers.informers if i.name == "pool-configmap")
     assert informer.stats.restarts == 0 and informer.stats.handler_errors == 0
     assert rt.readiness.conditions["watch:pool-configmap"][0]
 
@@ -101,7 +101,7 @@ async def test_shrink_that_would_strand_an_address_in_use_is_refused_with_an_eve
     from tests.fakeapi.objects import make_pod
 
     rt: Any = controlled.runtime
-    pool_cm = rt.extras["pool_configmap"]
+    pool_cm = rt.controllers.pool_configmap
     good = await publish(fake_apiserver, {"floatingips": FIXED})
     await wait_until(lambda: pool_cm.applied_version == good)
     address = await schedule(controlled, fake_apiserver.create("pods", make_pod("holder")))
@@ -119,12 +119,12 @@ async def test_refusal_survives_a_missing_events_grant(
 ) -> None:
     """Without RBAC for Events the refusal is still logged and counted; nothing breaks."""
     rt: Any = controlled.runtime
-    pool_cm = rt.extras["pool_configmap"]
+    pool_cm = rt.controllers.pool_configmap
     fake_apiserver.faults.fail_next("POST", r"/namespaces/kube-system/events", 403, count=None,
                                     reason="Forbidden")
     refused = await publish(fake_apiserver, {"floatingips": "not json"})
     await wait_until(lambda: pool_cm.refused_version == refused)
-    events = rt.extras["controllers"].events
+    events = rt.controllers.events
     await wait_until(lambda: events.failed == 1)
     assert refusal_events(fake_apiserver) == []
     assert pool_cm.refusals == {"invalid_config": 1}

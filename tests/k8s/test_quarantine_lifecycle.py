@@ -49,14 +49,14 @@ def start(service_factory: ServiceFactory, tmp_path: Path) -> Start:
     async def started(period: int | None, **more: Any) -> AsyncIterator[RunningService]:
         async with service_factory(pools_file=pools_file(tmp_path, period, **more),
                                    quarantine_seconds=HOUR) as svc:
-            await wait_until(lambda: svc.runtime.extras["leadership"].is_leader)
+            await wait_until(lambda: svc.runtime.leadership.is_leader)
             yield svc
 
     return started
 
 
 def released(svc: RunningService, n: int) -> Callable[[], bool]:
-    return lambda: svc.runtime.extras["pod_controller"].released >= n
+    return lambda: svc.runtime.pod_watcher.released >= n
 
 
 async def address(svc: RunningService, ip: str) -> dict[str, Any]:

@@ -33,8 +33,8 @@ async def test_api_calls_match_the_cluster_role(controlled: RunningService,
     assert str(await rt.placement.cluster.node_ip("node-0")) == "10.10.100.10"
     for pod in pods:
         fake_apiserver.delete("pods", pod["metadata"]["name"], namespace="default")
-    await wait_until(lambda: rt.extras["pod_controller"].released >= 3)
-    await rt.extras["reconciler"].run_pass(apply=True)
+    await wait_until(lambda: rt.pod_watcher.released >= 3)
+    await rt.reconciler.run_pass(apply=True)
 
     calls = fake_apiserver.api_calls()
     assert calls - EXPECTED_API_CALLS == set(), "calls the ClusterRole does not grant"
@@ -48,13 +48,13 @@ async def test_pool_configmap_edits_take_effect(controlled: RunningService,
         "floatingips": '[{"routableSubnet":"10.10.100.0/24","ips":["10.11.128.1~10.11.128.9",'
                        '"10.11.130.1~10.11.130.9"],"subnet":"10.11.128.0/21",'
                        '"gateway":"10.11.135.254","vlan":1200}]'}))
-    await wait_until(lambda: rt.extras["pool_configmap"].applied_version is not None)
+    await wait_until(lambda: rt.controllers.pool_configmap.applied_version is not None)
     assert [str(r) for r in rt.catalog.pools[0].ranges] == ["10.11.128.1~10.11.128.9",
                                                             "10.11.130.1~10.11.130.9"]
     # A bad edit changes nothing and says why.
     fake_apiserver.patch("configmaps", "floatingip-config", {"data": {
         "floatingips": '[{"routableSubnet":"10.10.100.0/24","ips":["10.11.128.0/24"],'
                        '"subnet":"10.11.128.0/21","vlan":1200}]'}}, namespace="kube-system")
-    await wait_until(lambda: rt.extras["pool_configmap"].last_error is not None)
-    assert "is a CIDR" in rt.extras["pool_configmap"].last_error
+    await wait_until(lambda: rt.controllers.pool_configmap.last_error is not None)
+    assert "is a CIDR" in rt.controllers.pool_configmap.last_error
     assert len(rt.catalog.pools[0].ranges) == 2

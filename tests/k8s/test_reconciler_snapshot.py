@@ -27,7 +27,7 @@ ORPHANS = """
 
 
 def with_lister(svc: RunningService, lister: Any) -> Reconciler:
-    r: Reconciler = svc.runtime.extras["reconciler"]
+    r: Reconciler = svc.runtime.reconciler
     return Reconciler(r.db, r.allocator, r.lifecycle, r.workloads, lister, r.catalog, r.settings)
 
 
@@ -36,7 +36,7 @@ async def test_rows_are_read_as_they_were_before_the_pod_list(controlled: Runnin
     """A bind whose transaction commits while the pods are being listed is not in the
     snapshot: its pod may be missing from a list taken before it existed, and must not look
     deleted (even with no grace period, and with the row's timestamp before the pass)."""
-    reconciler: Reconciler = controlled.runtime.extras["reconciler"]
+    reconciler: Reconciler = controlled.runtime.reconciler
 
     class Lister:
         def __init__(self, commit: Any) -> None:
@@ -59,7 +59,7 @@ async def test_rows_are_read_as_they_were_before_the_pod_list(controlled: Runnin
 async def test_rows_are_streamed_in_batches(controlled: RunningService) -> None:
     async with controlled.runtime.db.engine.begin() as conn:
         await conn.execute(text(ORPHANS), {"first": "10.11.128.1", "n": 2040})
-    reconciler: Reconciler = controlled.runtime.extras["reconciler"]
+    reconciler: Reconciler = controlled.runtime.reconciler
     report = await reconciler.run_pass(apply=False)
     assert report.rows_seen == 2040
     found = [f for f in report.findings if f.kind == "pod_gone"]
@@ -77,10 +77,10 @@ async def test_election_pass_waits_until_the_informers_have_listed(
     settings = service_settings(db_url, fake_apiserver, tmp_path, **FAST)
     async with running_service(settings) as svc:
         rt: Any = svc.runtime
-        await wait_until(lambda: rt.extras["leadership"].is_leader)
+        await wait_until(lambda: rt.leadership.is_leader)
         await wait_until(lambda: rule.hits >= 3)  # the node list failed, and was retried
-        assert rt.extras["reconciler"].runs == 0
+        assert rt.reconciler.runs == 0
         assert not rt.readiness.conditions["watch:nodes"][0]
         fake_apiserver.faults.clear()
-        await wait_until(lambda: rt.extras["reconciler"].runs >= 1)
+        await wait_until(lambda: rt.reconciler.runs >= 1)
         assert rt.readiness.conditions["watch:nodes"][0]

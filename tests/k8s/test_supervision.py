@@ -44,7 +44,7 @@ async def test_403_on_the_pod_list_does_not_end_the_reconcile_loop(
     fast = {"interval_seconds": 0.05, "grace_seconds": 0, "unbound_grace_seconds": 30}
     async with service_factory(reconciler=fast) as svc:
         rt: Any = svc.runtime
-        reconciler, supervisor = rt.extras["reconciler"], rt.extras["controllers"].supervisor
+        reconciler, supervisor = rt.reconciler, rt.controllers.supervisor
         await wait_until(lambda: reconciler.runs >= 1 and reconciler.last_report.error is None)
         rule = fake_apiserver.faults.fail_next(
             "GET", POD_LIST, 403, count=3, reason="Forbidden",
@@ -71,7 +71,7 @@ async def test_catalog_refresh_failure_is_retried_until_the_database_is_back(
 ) -> None:
     async with service_factory() as svc:
         rt: Any = svc.runtime
-        health = rt.extras["controllers"].supervisor.health["catalog-refresh"]
+        health = rt.controllers.supervisor.health["catalog-refresh"]
         refreshed = rt.catalog.refreshed_at
         await wait_until(lambda: rt.catalog.refreshed_at != refreshed)
         async with rt.db.engine.begin() as conn:
@@ -81,7 +81,7 @@ async def test_catalog_refresh_failure_is_retried_until_the_database_is_back(
             # What /metrics serves (scraped over HTTP once the table is back: the route's own
             # pool usage query fails without it).
             got = {(s.name, s.labels.get("task")): s.value
-                   for m in rt.extras["controllers"].collect() for s in m.samples}
+                   for m in rt.controllers.collect() for s in m.samples}
             assert got[("ipam_task_up", "catalog-refresh")] == 0
             assert got[("ipam_task_failures_total", "catalog-refresh")] >= 2
             status, checks = await readyz(svc)
@@ -108,7 +108,7 @@ async def test_configmap_change_seen_while_following_is_applied_when_elected(
     try:
         async with service_factory() as svc:
             rt: Any = svc.runtime
-            pool_cm, leadership = rt.extras["pool_configmap"], rt.extras["leadership"]
+            pool_cm, leadership = rt.controllers.pool_configmap, rt.leadership
             cm = fake_apiserver.create("configmaps", make_configmap(
                 "floatingip-config", "kube-system", {"floatingips": GROWN}))
             version = cm["metadata"]["resourceVersion"]
@@ -130,7 +130,7 @@ async def test_shutdown_stops_every_task(service_factory: ServiceFactory,
     caplog.set_level(logging.INFO, "ipam.services.supervisor")
     async with service_factory() as svc:
         rt: Any = svc.runtime
-        supervisor = rt.extras["controllers"].supervisor
+        supervisor = rt.controllers.supervisor
         names = set(supervisor.health)
         assert names == {"catalog-refresh", "informer-nodes", "informer-pods",
                          "informer-pool-configmap", "pool-configmap", "leadership",

@@ -87,7 +87,7 @@ async def test_reconciler_with_api_down_changes_nothing(
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
     before = await rows(controlled)
     fake_apiserver.faults.fail_next("GET", r"/api/v1/pods(\?|$)", 503, count=3)
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await controlled.runtime.reconciler.run_pass(apply=True)
     assert report.error is not None and "503" in report.error
     assert report.findings == [] and await rows(controlled) == before
 
@@ -109,11 +109,11 @@ async def test_owner_unreadable_on_delete_defers_then_reconciler_decides(
         and pod["metadata"]["name"] in r.getMessage() for r in caplog.records))
     assert (await rows(controlled))[address][0] == "allocated"  # deferred, not guessed
     fake_apiserver.faults.clear()
-    report = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    report = await controlled.runtime.reconciler.run_pass(apply=True)
     assert [(f.kind, f.action) for f in report.findings] == [("pod_gone", "kept")]
     assert (await rows(controlled))[address][0] == "kept"
     # A second pass (or a second replica's) finds nothing more to do: no double release.
-    again = await controlled.runtime.extras["reconciler"].run_pass(apply=True)
+    again = await controlled.runtime.reconciler.run_pass(apply=True)
     assert again.findings == []
 
 
@@ -122,7 +122,7 @@ async def test_watch_connection_reset_recovers(
 ) -> None:
     pod = fake_apiserver.create("pods", make_pod("reset"))
     assert (await post(controlled, "bind", bind_body(pod, "node-0"))).json() == {"Error": ""}
-    controller: Any = controlled.runtime.extras["pod_controller"]
+    controller: Any = controlled.runtime.pod_watcher
     # The informer's lists and watches carry a query (?limit=, ?watch=): match it too.
     resets = fake_apiserver.faults.reset(r"/api/v1/pods(\?|$)", method="GET", count=2)
     fake_apiserver.drop_watches()

@@ -30,7 +30,7 @@ from tests.fakeapi.objects import make_node, make_pod
 from tests.fakeapi.server import FakeApiServer
 
 ROUNDS = int(os.environ.get("IPAM_CRASH_ROUNDS", "20"))
-PODS_PER_ROUND = 12
+PODS_PER_ROUND = 40
 SEED = 20261128
 ARGS = "k8s.v1.cni.galaxy.io/args"
 
