@@ -454,16 +454,24 @@ async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) ->
     loop = asyncio.get_running_loop()
     deadline, said = loop.time() + seconds, -float("inf")
     while True:
-        # A database that cannot be reached raises as it is, as ``migrate`` does: the CLI
-        # names the host it tried (``ipam.cli.database.with_database``).
-        revision = await db.schema_revision()
-        if revision == head_revision():
-            return
-        message = (f"the database schema is at revision {revision or 'none'}, this version "
-                   f"needs {head_revision()}: run `ipam migrate` as the tables' owner "
-                   "(IPAM_MIGRATE_DATABASE_URL)")
-        if loop.time() >= deadline:
-            raise Unavailable(message)
+        # A database not reachable yet (a CloudNativePG cluster still starting on first
+        # install) is waited for like a schema not migrated yet; at the deadline its error is
+        # raised as it is, as ``migrate`` does: the CLI names the host it tried
+        # (``ipam.cli.database.with_database``).
+        try:
+            revision = await db.schema_revision()
+        except (OSError, DBAPIError) as exc:
+            if loop.time() >= deadline:
+                raise
+            message = f"the database cannot be reached yet ({type(exc).__name__}: {exc})"
+        else:
+            if revision == head_revision():
+                return
+            message = (f"the database schema is at revision {revision or 'none'}, this "
+                       f"version needs {head_revision()}: run `ipam migrate` as the tables' "
+                       "owner (IPAM_MIGRATE_DATABASE_URL)")
+            if loop.time() >= deadline:
+                raise Unavailable(message)
         if loop.time() - said >= 30:
             log.warning("waiting: %s", message)
             said = loop.time()

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from ipam.storage.database import Database, head_revision, migrate
+from ipam.storage.database import Database, head_revision, migrate, wait_for_schema
 from ipam.storage.records import AuditEntry
 
 
@@ -50,3 +50,25 @@ async def test_database_refuses_one_address_twice(db: Database) -> None:
             await conn.execute(text(
                 "UPDATE addresses SET state = 'allocated', owner_key = 'x' "
                 "WHERE address = '10.0.0.1'"))
+
+
+async def test_schema_wait_rides_out_a_database_not_reachable_yet(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A first install starts the service before its database answers (a CloudNativePG
+    cluster still coming up): serve waits for it as for a schema not migrated yet, saying
+    so, and raises the connection error only at the deadline."""
+    import socket
+
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = Database(f"postgresql+asyncpg://ipam@127.0.0.1:{port}/ipam", pool_size=1,
+                  max_overflow=0)
+    try:
+        with caplog.at_level("WARNING", logger="ipam.storage.database"), \
+                pytest.raises((OSError, DBAPIError)):
+            await wait_for_schema(db, 0.3, poll=0.05)
+    finally:
+        await db.dispose()
+    waits = [r.getMessage() for r in caplog.records if r.name == "ipam.storage.database"]
+    assert any("cannot be reached yet" in m for m in waits), waits
