@@ -87,7 +87,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         if settings.migrates_on_start():
             await migrate(db)
         else:  # the serving role cannot migrate: `ipam migrate` runs as the owner
-            await wait_for_schema(db, settings.schema_wait_seconds)
+            await wait_for_schema(db, settings.schema_wait_seconds,
+                                  unreachable_seconds=settings.database_wait_seconds)
         runtime = Runtime.build(settings, db)
         if settings.pools_file is not None:
             await load_pools_file(runtime, settings.pools_file)

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     #: ``schema_wait_seconds`` for it to reach this version's head.
     migrate_on_start: bool | None = None
     schema_wait_seconds: float = Field(600.0, ge=0)
+    #: How long ``serve`` waits for a database it cannot reach at all (within the schema
+    #: wait). 0: one error line at once, the right answer to a wrong URL. The Helm chart sets
+    #: it to the schema wait: on a first CloudNativePG install the cluster starts after us.
+    database_wait_seconds: float = Field(0.0, ge=0)
     #: Connections kept open: about the scheduler's bind concurrency. Connections beyond it
     #: (overflow) are closed when returned; with 10 kept, binds at concurrency 32 opened and
     #: closed one per few binds and lost their prepared statements each time.

@@ -448,11 +448,14 @@ def head_revision() -> str:
     return head
 
 
-async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) -> None:
+async def wait_for_schema(db: Database, seconds: float, *, unreachable_seconds: float = 0.0,
+                          poll: float = 2.0) -> None:
     """Return once the schema is at this code's head, which ``ipam migrate`` (the owner role)
-    brings it to; the serving role may not migrate. ``Unavailable`` after ``seconds``."""
+    brings it to; the serving role may not migrate. ``Unavailable`` after ``seconds``; a
+    database that cannot be reached is waited for ``unreachable_seconds`` at most."""
     loop = asyncio.get_running_loop()
     deadline, said = loop.time() + seconds, -float("inf")
+    reach_by = loop.time() + min(seconds, unreachable_seconds)
     while True:
         # A database not reachable yet (a CloudNativePG cluster still starting on first
         # install) is waited for like a schema not migrated yet; at the deadline its error is
@@ -461,7 +464,7 @@ async def wait_for_schema(db: Database, seconds: float, *, poll: float = 2.0) ->
         try:
             revision = await db.schema_revision()
         except (OSError, DBAPIError) as exc:
-            if loop.time() >= deadline:
+            if loop.time() >= reach_by:
                 raise
             message = f"the database cannot be reached yet ({type(exc).__name__}: {exc})"
         else:

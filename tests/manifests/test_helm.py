@@ -230,6 +230,9 @@ def test_startup_probe_outlasts_the_schema_wait_which_outlasts_the_migrate_job(
     deadline = find(docs, "Job", "ipam-migrate")["spec"]["activeDeadlineSeconds"]
     c = container(find(docs, "Deployment", "ipam"), "ipam")
     wait = float(env_of(c)["IPAM_SCHEMA_WAIT_SECONDS"]["value"])
+    # ... and it waits as long for a database that does not answer yet (CloudNativePG's
+    # cluster comes up with the same install).
+    assert float(env_of(c)["IPAM_DATABASE_WAIT_SECONDS"]["value"]) == wait
     probe = c["startupProbe"]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
     assert deadline <= wait < budget

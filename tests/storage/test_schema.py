@@ -67,8 +67,27 @@ async def test_schema_wait_rides_out_a_database_not_reachable_yet(
     try:
         with caplog.at_level("WARNING", logger="ipam.storage.database"), \
                 pytest.raises((OSError, DBAPIError)):
-            await wait_for_schema(db, 0.3, poll=0.05)
+            await wait_for_schema(db, 5, unreachable_seconds=0.3, poll=0.05)
     finally:
         await db.dispose()
     waits = [r.getMessage() for r in caplog.records if r.name == "ipam.storage.database"]
     assert any("cannot be reached yet" in m for m in waits), waits
+
+
+async def test_schema_wait_fails_at_once_on_an_unreachable_database_by_default(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Without the opt-in (a wrong URL, most often) the error comes at once, no waiting."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = Database(f"postgresql+asyncpg://ipam@127.0.0.1:{port}/ipam", pool_size=1,
+                  max_overflow=0)
+    try:
+        with caplog.at_level("WARNING", logger="ipam.storage.database"), \
+                pytest.raises((OSError, DBAPIError)):
+            await wait_for_schema(db, 600, poll=0.05)
+    finally:
+        await db.dispose()
+    assert not [r for r in caplog.records if r.name == "ipam.storage.database"]
